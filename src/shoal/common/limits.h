@@ -1,0 +1,34 @@
+// Every limit of shoal in one place. Anything read from the wire is checked against these before
+// any allocation or loop. Units are last in the names.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace shoal::limits {
+
+// Control plane.
+inline constexpr std::uint32_t kControlPayloadBytesMax = 1u << 20;  // one control message
+inline constexpr std::uint32_t kHostBytesMax = 255;                 // a host name or address
+inline constexpr std::uint32_t kDetailBytesMax = 1024;              // human text in a message
+inline constexpr std::uint32_t kMembersMax = 1024;                  // members of one epoch
+inline constexpr std::uint32_t kPendingMax = 1024;                  // pending peers at once
+inline constexpr std::uint32_t kConnectionsMax = 4096;              // coordinator connections
+
+// Data plane.
+inline constexpr std::uint32_t kStreamsPerLinkMax = 64;
+inline constexpr std::uint32_t kSegmentBytesMin = 4096;
+inline constexpr std::uint32_t kSegmentBytesMax = 64u << 20;
+inline constexpr std::uint32_t kDataFramePayloadBytesMax = kSegmentBytesMax;
+inline constexpr std::uint64_t kCollectiveBytesMax = std::uint64_t{1} << 40;  // one collective, 1 TiB
+
+// A member entry is id (8) + port (2) + host length (2) + host; the whole list must fit one message.
+inline constexpr std::uint32_t kMemberEntryBytesMax = 8 + 2 + 2 + kHostBytesMax;
+static_assert(kMembersMax * kMemberEntryBytesMax + 64 <= kControlPayloadBytesMax,
+              "an epoch proposal with the most members must fit one control message");
+static_assert(kDetailBytesMax + 64 <= kControlPayloadBytesMax);
+static_assert(kSegmentBytesMin <= kSegmentBytesMax);
+static_assert(kDataFramePayloadBytesMax >= kSegmentBytesMax);
+static_assert(kPendingMax + kMembersMax <= kConnectionsMax);
+
+}  // namespace shoal::limits

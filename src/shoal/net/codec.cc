@@ -1,0 +1,439 @@
+#include "shoal/net/codec.h"
+
+#include <cstring>
+#include <string>
+#include <type_traits>
+
+#include "shoal/common/limits.h"
+
+namespace shoal::net {
+namespace {
+
+// Little-endian writer that appends to a vector.
+class Writer {
+ public:
+  explicit Writer(std::vector<std::uint8_t>* out) : out_(out) {}
+  void u8(std::uint8_t v) { out_->push_back(v); }
+  void u16(std::uint16_t v) { le(v, 2); }
+  void u32(std::uint32_t v) { le(v, 4); }
+  void u64(std::uint64_t v) { le(v, 8); }
+  void status(shoal_status s) { u16(static_cast<std::uint16_t>(s)); }
+  // Strings are a u16 length and the bytes. Callers keep them within limits; longer ones are cut.
+  void str(const std::string& s, std::uint32_t max_bytes) {
+    std::size_t n = s.size() < max_bytes ? s.size() : max_bytes;
+    u16(static_cast<std::uint16_t>(n));
+    out_->insert(out_->end(), s.begin(), s.begin() + static_cast<std::ptrdiff_t>(n));
+  }
+
+ private:
+  void le(std::uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; i++) out_->push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+  }
+  std::vector<std::uint8_t>* out_;
+};
+
+// Bounds-checked little-endian reader. After the first failure every read fails and returns 0.
+class Reader {
+ public:
+  Reader(const std::uint8_t* p, std::size_t n) : p_(p), n_(n) {}
+  bool ok() const { return ok_; }
+  bool done() const { return ok_ && pos_ == n_; }
+  std::uint8_t u8() { return static_cast<std::uint8_t>(le(1)); }
+  std::uint16_t u16() { return static_cast<std::uint16_t>(le(2)); }
+  std::uint32_t u32() { return static_cast<std::uint32_t>(le(4)); }
+  std::uint64_t u64() { return le(8); }
+  bool boolean() {
+    std::uint8_t v = u8();
+    if (v > 1) ok_ = false;
+    return v == 1;
+  }
+  shoal_status status() {
+    std::uint16_t v = u16();
+    if (v > SHOAL_ERR_AUTH) ok_ = false;
+    return static_cast<shoal_status>(v);
+  }
+  std::string str(std::uint32_t max_bytes) {
+    std::uint16_t len = u16();
+    if (!ok_ || len > max_bytes || n_ - pos_ < len) {
+      ok_ = false;
+      return {};
+    }
+    std::string s(reinterpret_cast<const char*>(p_ + pos_), len);
+    pos_ += len;
+    return s;
+  }
+  std::size_t remaining() const { return ok_ ? n_ - pos_ : 0; }
+  void fail() { ok_ = false; }
+
+ private:
+  std::uint64_t le(int bytes) {
+    if (!ok_ || n_ - pos_ < static_cast<std::size_t>(bytes)) {
+      ok_ = false;
+      return 0;
+    }
+    std::uint64_t v = 0;
+    for (int i = 0; i < bytes; i++) v |= std::uint64_t{p_[pos_ + i]} << (8 * i);
+    pos_ += static_cast<std::size_t>(bytes);
+    return v;
+  }
+  const std::uint8_t* p_;
+  std::size_t n_;
+  std::size_t pos_ = 0;
+  bool ok_ = true;
+};
+
+bool IsKnownType(std::uint16_t t) {
+  return (t >= static_cast<std::uint16_t>(MsgType::kHello) &&
+          t <= static_cast<std::uint16_t>(MsgType::kError)) ||
+         t == static_cast<std::uint16_t>(MsgType::kDataHello) ||
+         t == static_cast<std::uint16_t>(MsgType::kDataSegment);
+}
+
+// One function per message: encode and decode side by side so that they cannot drift apart.
+void Put(Writer& w, const Hello& m) {
+  w.u64(m.peer_id);
+  w.str(m.host, limits::kHostBytesMax);
+  w.u16(m.data_port);
+}
+void Get(Reader& r, Hello& m) {
+  m.peer_id = r.u64();
+  m.host = r.str(limits::kHostBytesMax);
+  m.data_port = r.u16();
+  if (m.peer_id == 0) r.fail();
+}
+void Put(Writer& w, const Welcome& m) {
+  w.u64(m.peer_id);
+  w.u32(m.heartbeat_interval_ms);
+  w.u32(m.heartbeat_timeout_ms);
+}
+void Get(Reader& r, Welcome& m) {
+  m.peer_id = r.u64();
+  m.heartbeat_interval_ms = r.u32();
+  m.heartbeat_timeout_ms = r.u32();
+}
+void Put(Writer& w, const Reject& m) {
+  w.status(m.code);
+  w.str(m.reason, limits::kDetailBytesMax);
+}
+void Get(Reader& r, Reject& m) {
+  m.code = r.status();
+  m.reason = r.str(limits::kDetailBytesMax);
+}
+void Put(Writer&, const Heartbeat&) {}
+void Get(Reader&, Heartbeat&) {}
+void Put(Writer& w, const UpdateTopology& m) { w.u64(m.epoch); }
+void Get(Reader& r, UpdateTopology& m) { m.epoch = r.u64(); }
+void Put(Writer& w, const TopologyUnchanged& m) { w.u64(m.epoch); }
+void Get(Reader& r, TopologyUnchanged& m) { m.epoch = r.u64(); }
+void Put(Writer& w, const EpochPropose& m) {
+  w.u64(m.epoch);
+  w.u32(m.streams_per_link);
+  w.u32(m.segment_bytes);
+  w.u32(static_cast<std::uint32_t>(m.members.size()));
+  for (const Member& x : m.members) {
+    w.u64(x.peer_id);
+    w.u16(x.port);
+    w.str(x.host, limits::kHostBytesMax);
+  }
+}
+void Get(Reader& r, EpochPropose& m) {
+  m.epoch = r.u64();
+  m.streams_per_link = r.u32();
+  m.segment_bytes = r.u32();
+  std::uint32_t n = r.u32();
+  if (!r.ok() || n == 0 || n > limits::kMembersMax || m.streams_per_link == 0 ||
+      m.streams_per_link > limits::kStreamsPerLinkMax ||
+      m.segment_bytes < limits::kSegmentBytesMin || m.segment_bytes > limits::kSegmentBytesMax ||
+      r.remaining() < std::size_t{n} * 12) {  // 12 = the fixed part of a member entry
+    r.fail();
+    return;
+  }
+  m.members.resize(n);
+  for (Member& x : m.members) {
+    x.peer_id = r.u64();
+    x.port = r.u16();
+    x.host = r.str(limits::kHostBytesMax);
+    if (x.peer_id == 0) r.fail();
+  }
+}
+void Put(Writer& w, const EpochReady& m) {
+  w.u64(m.epoch);
+  w.u8(m.ok ? 1 : 0);
+  w.u64(m.suspect);
+  w.status(m.code);
+}
+void Get(Reader& r, EpochReady& m) {
+  m.epoch = r.u64();
+  m.ok = r.boolean();
+  m.suspect = r.u64();
+  m.code = r.status();
+}
+void Put(Writer& w, const EpochCommit& m) { w.u64(m.epoch); }
+void Get(Reader& r, EpochCommit& m) { m.epoch = r.u64(); }
+void Put(Writer& w, const OpResult& m) {
+  w.u64(m.epoch);
+  w.u64(m.tag);
+  w.u64(m.seq);
+}
+void Get(Reader& r, OpResult& m) {
+  m.epoch = r.u64();
+  m.tag = r.u64();
+  m.seq = r.u64();
+}
+void Put(Writer& w, const OpCommit& m) {
+  w.u64(m.epoch);
+  w.u64(m.tag);
+  w.u64(m.seq);
+}
+void Get(Reader& r, OpCommit& m) {
+  m.epoch = r.u64();
+  m.tag = r.u64();
+  m.seq = r.u64();
+}
+void Put(Writer& w, const EpochFault& m) {
+  w.u64(m.epoch);
+  w.u64(m.suspect);
+  w.status(m.code);
+  w.u64(m.tag);
+  w.u64(m.seq);
+  w.str(m.detail, limits::kDetailBytesMax);
+}
+void Get(Reader& r, EpochFault& m) {
+  m.epoch = r.u64();
+  m.suspect = r.u64();
+  m.code = r.status();
+  m.tag = r.u64();
+  m.seq = r.u64();
+  m.detail = r.str(limits::kDetailBytesMax);
+}
+void Put(Writer& w, const EpochAbort& m) {
+  w.u64(m.epoch);
+  w.status(m.code);
+  w.u64(m.lost_peer);
+}
+void Get(Reader& r, EpochAbort& m) {
+  m.epoch = r.u64();
+  m.code = r.status();
+  m.lost_peer = r.u64();
+}
+void Put(Writer&, const Leave&) {}
+void Get(Reader&, Leave&) {}
+void Put(Writer& w, const Removed& m) {
+  w.status(m.code);
+  w.str(m.reason, limits::kDetailBytesMax);
+}
+void Get(Reader& r, Removed& m) {
+  m.code = r.status();
+  m.reason = r.str(limits::kDetailBytesMax);
+}
+void Put(Writer& w, const Error& m) {
+  w.status(m.code);
+  w.str(m.reason, limits::kDetailBytesMax);
+}
+void Get(Reader& r, Error& m) {
+  m.code = r.status();
+  m.reason = r.str(limits::kDetailBytesMax);
+}
+void Put(Writer& w, const DataHello& m) {
+  w.u64(m.epoch);
+  w.u64(m.from);
+  w.u64(m.to);
+  w.u16(m.stream_index);
+  w.u16(m.stream_count);
+}
+void Get(Reader& r, DataHello& m) {
+  m.epoch = r.u64();
+  m.from = r.u64();
+  m.to = r.u64();
+  m.stream_index = r.u16();
+  m.stream_count = r.u16();
+  if (m.stream_count == 0 || m.stream_count > limits::kStreamsPerLinkMax ||
+      m.stream_index >= m.stream_count || m.from == 0 || m.to == 0) {
+    r.fail();
+  }
+}
+
+template <typename T>
+constexpr MsgType TypeFor() {
+  if constexpr (std::is_same_v<T, Hello>) return MsgType::kHello;
+  if constexpr (std::is_same_v<T, Welcome>) return MsgType::kWelcome;
+  if constexpr (std::is_same_v<T, Reject>) return MsgType::kReject;
+  if constexpr (std::is_same_v<T, Heartbeat>) return MsgType::kHeartbeat;
+  if constexpr (std::is_same_v<T, UpdateTopology>) return MsgType::kUpdateTopology;
+  if constexpr (std::is_same_v<T, TopologyUnchanged>) return MsgType::kTopologyUnchanged;
+  if constexpr (std::is_same_v<T, EpochPropose>) return MsgType::kEpochPropose;
+  if constexpr (std::is_same_v<T, EpochReady>) return MsgType::kEpochReady;
+  if constexpr (std::is_same_v<T, EpochCommit>) return MsgType::kEpochCommit;
+  if constexpr (std::is_same_v<T, OpResult>) return MsgType::kOpResult;
+  if constexpr (std::is_same_v<T, OpCommit>) return MsgType::kOpCommit;
+  if constexpr (std::is_same_v<T, EpochFault>) return MsgType::kEpochFault;
+  if constexpr (std::is_same_v<T, EpochAbort>) return MsgType::kEpochAbort;
+  if constexpr (std::is_same_v<T, Leave>) return MsgType::kLeave;
+  if constexpr (std::is_same_v<T, Removed>) return MsgType::kRemoved;
+  if constexpr (std::is_same_v<T, Error>) return MsgType::kError;
+  if constexpr (std::is_same_v<T, DataHello>) return MsgType::kDataHello;
+}
+
+template <typename T>
+Status DecodeAs(const std::uint8_t* p, std::size_t n, Message* out) {
+  Reader r(p, n);
+  T m;
+  Get(r, m);
+  if (!r.done()) {
+    return Status(SHOAL_ERR_PROTOCOL, std::string("malformed ") + MsgTypeName(TypeFor<T>()) +
+                                          " payload (" + std::to_string(n) + " bytes)");
+  }
+  *out = std::move(m);
+  return Status::Ok();
+}
+
+void PutU32At(std::uint8_t* p, std::uint32_t v) {
+  for (int i = 0; i < 4; i++) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
+}
+void PutU16At(std::uint8_t* p, std::uint16_t v) {
+  p[0] = static_cast<std::uint8_t>(v);
+  p[1] = static_cast<std::uint8_t>(v >> 8);
+}
+void PutU64At(std::uint8_t* p, std::uint64_t v) {
+  for (int i = 0; i < 8; i++) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
+}
+std::uint64_t GetU64At(const std::uint8_t* p) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v |= std::uint64_t{p[i]} << (8 * i);
+  return v;
+}
+std::uint32_t GetU32At(const std::uint8_t* p) {
+  return std::uint32_t{p[0]} | std::uint32_t{p[1]} << 8 | std::uint32_t{p[2]} << 16 |
+         std::uint32_t{p[3]} << 24;
+}
+
+}  // namespace
+
+MsgType TypeOf(const Message& m) {
+  return std::visit([](const auto& x) { return TypeFor<std::decay_t<decltype(x)>>(); }, m);
+}
+
+const char* MsgTypeName(MsgType t) {
+  switch (t) {
+    case MsgType::kHello: return "Hello";
+    case MsgType::kWelcome: return "Welcome";
+    case MsgType::kReject: return "Reject";
+    case MsgType::kHeartbeat: return "Heartbeat";
+    case MsgType::kUpdateTopology: return "UpdateTopology";
+    case MsgType::kTopologyUnchanged: return "TopologyUnchanged";
+    case MsgType::kEpochPropose: return "EpochPropose";
+    case MsgType::kEpochReady: return "EpochReady";
+    case MsgType::kEpochCommit: return "EpochCommit";
+    case MsgType::kOpResult: return "OpResult";
+    case MsgType::kOpCommit: return "OpCommit";
+    case MsgType::kEpochFault: return "EpochFault";
+    case MsgType::kEpochAbort: return "EpochAbort";
+    case MsgType::kLeave: return "Leave";
+    case MsgType::kRemoved: return "Removed";
+    case MsgType::kError: return "Error";
+    case MsgType::kDataHello: return "DataHello";
+    case MsgType::kDataSegment: return "DataSegment";
+  }
+  return "unknown";
+}
+
+Status DecodeHeader(const std::uint8_t* b, std::uint32_t payload_bytes_max, FrameHeader* out) {
+  std::uint32_t magic = GetU32At(b);
+  if (magic != kMagic) return Status(SHOAL_ERR_PROTOCOL, "bad magic: not a shoal frame");
+  std::uint16_t version = static_cast<std::uint16_t>(b[4] | b[5] << 8);
+  if (version != kProtocolVersion) {
+    return Status(SHOAL_ERR_PROTOCOL, "protocol version " + std::to_string(version) +
+                                          " not supported (this side speaks " +
+                                          std::to_string(kProtocolVersion) + ")");
+  }
+  std::uint16_t type = static_cast<std::uint16_t>(b[6] | b[7] << 8);
+  if (!IsKnownType(type)) {
+    return Status(SHOAL_ERR_PROTOCOL, "unknown message type " + std::to_string(type));
+  }
+  std::uint32_t len = GetU32At(b + 8);
+  std::uint32_t max = payload_bytes_max;
+  if (type != static_cast<std::uint16_t>(MsgType::kDataSegment) &&
+      max > limits::kControlPayloadBytesMax) {
+    max = limits::kControlPayloadBytesMax;
+  }
+  if (len > max) {
+    return Status(SHOAL_ERR_PROTOCOL, std::string(MsgTypeName(static_cast<MsgType>(type))) +
+                                          " of " + std::to_string(len) +
+                                          " bytes exceeds the limit of " + std::to_string(max));
+  }
+  out->type = static_cast<MsgType>(type);
+  out->payload_bytes = len;
+  return Status::Ok();
+}
+
+Status DecodePayload(MsgType type, const std::uint8_t* p, std::size_t n, Message* out) {
+  switch (type) {
+    case MsgType::kHello: return DecodeAs<Hello>(p, n, out);
+    case MsgType::kWelcome: return DecodeAs<Welcome>(p, n, out);
+    case MsgType::kReject: return DecodeAs<Reject>(p, n, out);
+    case MsgType::kHeartbeat: return DecodeAs<Heartbeat>(p, n, out);
+    case MsgType::kUpdateTopology: return DecodeAs<UpdateTopology>(p, n, out);
+    case MsgType::kTopologyUnchanged: return DecodeAs<TopologyUnchanged>(p, n, out);
+    case MsgType::kEpochPropose: return DecodeAs<EpochPropose>(p, n, out);
+    case MsgType::kEpochReady: return DecodeAs<EpochReady>(p, n, out);
+    case MsgType::kEpochCommit: return DecodeAs<EpochCommit>(p, n, out);
+    case MsgType::kOpResult: return DecodeAs<OpResult>(p, n, out);
+    case MsgType::kOpCommit: return DecodeAs<OpCommit>(p, n, out);
+    case MsgType::kEpochFault: return DecodeAs<EpochFault>(p, n, out);
+    case MsgType::kEpochAbort: return DecodeAs<EpochAbort>(p, n, out);
+    case MsgType::kLeave: return DecodeAs<Leave>(p, n, out);
+    case MsgType::kRemoved: return DecodeAs<Removed>(p, n, out);
+    case MsgType::kError: return DecodeAs<Error>(p, n, out);
+    case MsgType::kDataHello: return DecodeAs<DataHello>(p, n, out);
+    case MsgType::kDataSegment: break;
+  }
+  return Status(SHOAL_ERR_PROTOCOL,
+                std::string(MsgTypeName(type)) + " is not a control message");
+}
+
+Status DecodeFrame(const std::uint8_t* bytes, std::size_t size, Message* out) {
+  if (size < kHeaderBytes) return Status(SHOAL_ERR_PROTOCOL, "truncated frame header");
+  FrameHeader h;
+  Status s = DecodeHeader(bytes, limits::kControlPayloadBytesMax, &h);
+  if (!s.ok()) return s;
+  if (size - kHeaderBytes != h.payload_bytes) {
+    return Status(SHOAL_ERR_PROTOCOL, "frame length " + std::to_string(size - kHeaderBytes) +
+                                          " does not match header length " +
+                                          std::to_string(h.payload_bytes));
+  }
+  return DecodePayload(h.type, bytes + kHeaderBytes, h.payload_bytes, out);
+}
+
+void Encode(const Message& message, std::vector<std::uint8_t>* out) {
+  std::size_t start = out->size();
+  out->resize(start + kHeaderBytes);
+  Writer w(out);
+  std::visit([&](const auto& m) { Put(w, m); }, message);
+  std::uint8_t* h = out->data() + start;
+  PutU32At(h, kMagic);
+  PutU16At(h + 4, kProtocolVersion);
+  PutU16At(h + 6, static_cast<std::uint16_t>(TypeOf(message)));
+  PutU32At(h + 8, static_cast<std::uint32_t>(out->size() - start - kHeaderBytes));
+}
+
+void EncodeSegmentHead(const SegmentHeader& s, std::uint32_t segment_bytes, std::uint8_t* out) {
+  PutU32At(out, kMagic);
+  PutU16At(out + 4, kProtocolVersion);
+  PutU16At(out + 6, static_cast<std::uint16_t>(MsgType::kDataSegment));
+  PutU32At(out + 8, static_cast<std::uint32_t>(kSegmentHeaderBytes) + segment_bytes);
+  PutU64At(out + 12, s.tag);
+  PutU64At(out + 20, s.seq);
+  PutU32At(out + 28, s.unit);
+  PutU32At(out + 32, s.desc);
+}
+
+SegmentHeader DecodeSegmentHeader(const std::uint8_t* b) {
+  SegmentHeader s;
+  s.tag = GetU64At(b);
+  s.seq = GetU64At(b + 8);
+  s.unit = GetU32At(b + 16);
+  s.desc = GetU32At(b + 20);
+  return s;
+}
+
+}  // namespace shoal::net

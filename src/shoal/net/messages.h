@@ -1,0 +1,146 @@
+// The messages of the shoal protocol as plain structs, one per message type, and the Message
+// variant that holds any of them. docs/protocol.md says what each one means; docs/wire-format.md
+// gives the bytes; codec.h turns one into the other.
+//
+// Value types; thread-compatible.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "shoal/common/status.h"
+
+namespace shoal::net {
+
+// The one message-type numbering of the protocol. Never renumber; append.
+enum class MsgType : std::uint16_t {
+  kHello = 1,
+  kWelcome = 2,
+  kReject = 3,
+  kHeartbeat = 4,
+  kUpdateTopology = 5,
+  kTopologyUnchanged = 6,
+  kEpochPropose = 7,
+  kEpochReady = 8,
+  kEpochCommit = 9,
+  kOpResult = 10,
+  kOpCommit = 11,
+  kEpochFault = 12,
+  kEpochAbort = 13,
+  kLeave = 14,
+  kRemoved = 15,
+  kError = 16,
+  kDataHello = 32,
+  kDataSegment = 33,  // hot path: not a Message; see codec.h SegmentHeader
+};
+
+// peer -> coordinator: first message on a control connection.
+struct Hello {
+  PeerId peer_id = 0;
+  std::string host;  // where the peer's data listener can be reached
+  std::uint16_t data_port = 0;
+};
+// coordinator -> peer: accepted as pending.
+struct Welcome {
+  PeerId peer_id = 0;
+  std::uint32_t heartbeat_interval_ms = 0;
+  std::uint32_t heartbeat_timeout_ms = 0;
+};
+// coordinator -> peer: refused; the coordinator closes the connection after it.
+struct Reject {
+  shoal_status code = SHOAL_ERR_REJECTED;
+  std::string reason;
+};
+// both ways: liveness when nothing else was sent.
+struct Heartbeat {};
+// member -> coordinator: enter the update_topology barrier of `epoch`.
+struct UpdateTopology {
+  std::uint64_t epoch = 0;
+};
+// coordinator -> members: barrier done, the epoch stays.
+struct TopologyUnchanged {
+  std::uint64_t epoch = 0;
+};
+struct Member {
+  PeerId peer_id = 0;
+  std::string host;
+  std::uint16_t port = 0;
+  bool operator==(const Member&) const = default;
+};
+// coordinator -> each peer of the new list: set up the data connections of `epoch`.
+struct EpochPropose {
+  std::uint64_t epoch = 0;
+  std::uint32_t streams_per_link = 1;
+  std::uint32_t segment_bytes = 0;
+  std::vector<Member> members;  // ring order
+};
+// peer -> coordinator: data connections of `epoch` are up (ok) or could not be made.
+struct EpochReady {
+  std::uint64_t epoch = 0;
+  bool ok = false;
+  PeerId suspect = 0;
+  shoal_status code = SHOAL_OK;
+};
+// coordinator -> members: the epoch is committed.
+struct EpochCommit {
+  std::uint64_t epoch = 0;
+};
+// member -> coordinator: my part of op (tag, seq) is complete.
+struct OpResult {
+  std::uint64_t epoch = 0;
+  std::uint64_t tag = 0;
+  std::uint64_t seq = 0;
+};
+// coordinator -> members: every member completed op (tag, seq).
+struct OpCommit {
+  std::uint64_t epoch = 0;
+  std::uint64_t tag = 0;
+  std::uint64_t seq = 0;
+};
+// member -> coordinator: something failed in `epoch`.
+struct EpochFault {
+  std::uint64_t epoch = 0;
+  PeerId suspect = 0;
+  shoal_status code = SHOAL_ERR_PEER_LOST;
+  std::uint64_t tag = 0;
+  std::uint64_t seq = 0;
+  std::string detail;
+};
+// coordinator -> members: the epoch is broken; every uncommitted op fails with (code, lost_peer).
+struct EpochAbort {
+  std::uint64_t epoch = 0;
+  shoal_status code = SHOAL_ERR_PEER_LOST;
+  PeerId lost_peer = 0;
+};
+// peer -> coordinator: leaving for good.
+struct Leave {};
+// coordinator -> peer: you are no longer a member; you are pending again.
+struct Removed {
+  shoal_status code = SHOAL_ERR_NOT_MEMBER;
+  std::string reason;
+};
+// coordinator -> peer: your message was refused (stale epoch, out of order). Fatal ones are
+// followed by a close.
+struct Error {
+  shoal_status code = SHOAL_ERR_PROTOCOL;
+  std::string reason;
+};
+// peer -> peer: first message on a data stream.
+struct DataHello {
+  std::uint64_t epoch = 0;
+  PeerId from = 0;
+  PeerId to = 0;
+  std::uint16_t stream_index = 0;
+  std::uint16_t stream_count = 0;
+};
+
+using Message = std::variant<Hello, Welcome, Reject, Heartbeat, UpdateTopology, TopologyUnchanged,
+                             EpochPropose, EpochReady, EpochCommit, OpResult, OpCommit, EpochFault,
+                             EpochAbort, Leave, Removed, Error, DataHello>;
+
+MsgType TypeOf(const Message& m);
+const char* MsgTypeName(MsgType t);
+
+}  // namespace shoal::net
