@@ -49,7 +49,10 @@ class Reader {
   }
   shoal_status status() {
     std::uint16_t v = u16();
-    if (v > SHOAL_ERR_AUTH) ok_ = false;
+    if (v > SHOAL_ERR_AUTH) {
+      ok_ = false;  // and no cast: a shoal_status cannot hold every u16
+      return SHOAL_ERR_PROTOCOL;
+    }
     return static_cast<shoal_status>(v);
   }
   std::string str(std::uint32_t max_bytes) {
@@ -110,6 +113,7 @@ void Get(Reader& r, Welcome& m) {
   m.peer_id = r.u64();
   m.heartbeat_interval_ms = r.u32();
   m.heartbeat_timeout_ms = r.u32();
+  if (m.peer_id == 0) r.fail();
 }
 void Put(Writer& w, const Reject& m) {
   w.status(m.code);
@@ -360,6 +364,11 @@ Status DecodeHeader(const std::uint8_t* b, std::uint32_t payload_bytes_max, Fram
     return Status(SHOAL_ERR_PROTOCOL, std::string(MsgTypeName(static_cast<MsgType>(type))) +
                                           " of " + std::to_string(len) +
                                           " bytes exceeds the limit of " + std::to_string(max));
+  }
+  // A segment's payload starts with its segment header; callers read it without checking again.
+  if (type == static_cast<std::uint16_t>(MsgType::kDataSegment) && len < kSegmentHeaderBytes) {
+    return Status(SHOAL_ERR_PROTOCOL, "DataSegment of " + std::to_string(len) +
+                                          " bytes is shorter than its segment header");
   }
   out->type = static_cast<MsgType>(type);
   out->payload_bytes = len;

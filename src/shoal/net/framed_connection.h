@@ -1,0 +1,68 @@
+// FramedConnection: a TCP connection that carries shoal control frames (codec.h) in both
+// directions over Asio: it reads frames and hands each decoded Message to a callback, and queues
+// messages for writing in order.
+//
+// Thread safety: all methods and callbacks run on the connection's io_context thread (the
+// owner posts to it). Lifetime: shared_ptr; pending operations hold a reference, so the object
+// lives until they finish after Close(). A connection that had an error is closed and never reused.
+#pragma once
+
+#include <asio.hpp>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "shoal/common/status.h"
+#include "shoal/net/codec.h"
+#include "shoal/net/messages.h"
+
+namespace shoal::net {
+
+class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
+ public:
+  using MessageHandler = std::function<void(Message&&)>;
+  // Called once, when the connection ends for any reason other than Close().
+  using CloseHandler = std::function<void(const Status&)>;
+
+  // REQUIRES: `socket` is connected.
+  FramedConnection(asio::ip::tcp::socket socket, std::uint32_t payload_bytes_max,
+                   std::size_t write_queue_bytes_max);
+
+  void Start(MessageHandler on_message, CloseHandler on_close);
+  // Queues `message`. If the queue would exceed its limit the connection fails (the reader is not
+  // keeping up) and the close handler runs.
+  void Send(const Message& message);
+  // Closes now; no handler runs after this.
+  void Close();
+  bool closed() const { return closed_; }
+  std::string remote() const { return remote_; }
+
+ private:
+  void ReadHeader();
+  void ReadPayload(FrameHeader header);
+  void WriteNext();
+  void Fail(Status status);
+
+  asio::ip::tcp::socket socket_;
+  std::uint32_t payload_bytes_max_;
+  std::size_t write_queue_bytes_max_;
+  MessageHandler on_message_;
+  CloseHandler on_close_;
+  std::uint8_t header_[kHeaderBytes];
+  std::vector<std::uint8_t> payload_;
+  std::deque<std::vector<std::uint8_t>> write_queue_;
+  std::size_t write_queue_bytes_ = 0;
+  bool writing_ = false;
+  bool closed_ = false;
+  std::string remote_;
+};
+
+// Sets TCP_NODELAY (and keep-alive) on a connected socket; errors are ignored (best effort).
+void TuneSocket(asio::ip::tcp::socket& socket);
+
+// "host:port" of the remote end, or "?" when unknown.
+std::string RemoteName(const asio::ip::tcp::socket& socket);
+
+}  // namespace shoal::net
