@@ -1,1 +1,734 @@
-// being written
+// The coordinator state machine of docs/protocol.md.
+//
+// Vocabulary (the words of docs/protocol.md, plus these):
+// - peer record: one per accepted connection (struct Peer), keyed by ConnId. Its PeerState says
+//   where the connection is in the protocol; everything the coordinator knows about that peer is
+//   in the record, so forgetting a connection is erasing one record (and its id in the index).
+// - group phase: where the group is (enum Phase): kEmpty (no epoch with a live member), kSetup (a
+//   proposal is out), kActive (a committed, unbroken epoch), kBroken (a committed epoch that was
+//   aborted and waits for the barrier).
+// - current epoch: the one proposal or committed epoch of the phase (struct Epoch). In kEmpty it
+//   has no members and only remembers the last number used.
+// - live member: a peer record in kProposed/kReady/kMember; those are always peers of the current
+//   epoch (every proposal moves all of them), so a member that died is simply a missing record.
+// - demote: move a proposed/committed peer back to pending with Removed{code}; it goes to the end of
+//   the pending order.
+// - op record: the OpResults received for one (tag, seq) of the current epoch.
+//
+// State changes go through MovePeer() and MovePhase(), which check the transition tables
+// LegalPeerMove() and LegalPhaseMove(); an illegal move is a bug and aborts (SHOAL_CHECK). Input
+// from peers never trips a check: a message a peer may not send, or may not send in its state, is
+// answered with Error{PROTOCOL} and the connection is closed and forgotten (one reject path:
+// Refuse()).
+//
+// Choices where docs/protocol.md leaves room (each is the conservative reading):
+// 1. Stale messages. A message naming an epoch the peer was once in (or proposed for) but that is
+//    no longer current can race with the coordinator's own messages, so it is not an error:
+//    EpochReady / OpResult / EpochFault are ignored, UpdateTopology gets a non-fatal
+//    Error{EPOCH_CHANGED} (the doc's "a stale epoch number gets Error"). A number the peer was
+//    never given (above what it was proposed / committed) is a protocol error. Duplicates for the
+//    current epoch (a second EpochReady, a second UpdateTopology in one barrier, a second OpResult
+//    for an open op) are protocol errors.
+// 2. Barrier timeout. Demoting late members is "a deadline passed", so it breaks an unbroken epoch
+//    with (TIMEOUT, first late member in ring order), sent to every live member including the late
+//    ones *before* their Removed. Without that, ops in flight would end with EPOCH_CHANGED for the
+//    survivors but with whatever Removed implies for the demoted, which breaks the agreed outcome.
+// 3. Demoted peers (barrier timeout, setup failure) are not part of the proposal that their
+//    demotion triggers: they rejoin the pending queue at its end and are admitted at the next
+//    barrier. Re-proposals after a setup failure contain only the rest of the failed proposal
+//    (pending peers join only at a barrier or an empty group). If no one is left, the group is
+//    empty and, as for any empty group, all pending peers (the demoted included) are proposed.
+// 4. Abort reason. Events are handled one at a time and any loss of a member breaks the epoch at
+//    once, so "a member whose control connection is gone is named first" means the first event
+//    wins; OnTick handles lost connections before anything else. A fault whose suspect is 0 or not
+//    a member of the epoch names the reporter's previous neighbour (the peer it receives from, the
+//    one a receive that timed out or a bad frame points at), with the fault's code. Dropping a
+//    member for a protocol error names it with PEER_LOST.
+// 5. A failed EpochReady whose suspect is not in the proposal demotes the reporter itself: it is
+//    the one that could not set up.
+// 6. Error is listed as coordinator -> peer; a peer that sends one is refused like any other
+//    message it may not send. A fault or failed EpochReady with code SHOAL_OK is malformed.
+// 7. Open op records are erased when the op commits, so a late duplicate OpResult for a committed
+//    op (never sent by a peer that follows the protocol) opens a record that can never complete; it
+//    counts against max_open_ops until the epoch ends and cannot cause a commit.
+// 8. View.epoch in kEmpty is the last epoch number used (0 before the first); View.members of a
+//    committed epoch is its ring order as committed, members lost since included.
+#include "shoal/coord/coordinator.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+
+#include "shoal/common/check.h"
+
+namespace shoal::coord {
+namespace {
+
+enum class PeerState {
+  kHandshaking,  // accepted, has not said Hello
+  kPending,      // welcomed, not in the current epoch
+  kProposed,     // in the current proposal, not ready yet
+  kReady,        // in the current proposal, its data connections are up
+  kMember,       // a member of the current, committed epoch
+};
+
+enum class Phase {
+  kEmpty,   // no epoch with a live member; pending peers are proposed at once
+  kSetup,   // a proposal is out; waiting for EpochReady from all of it
+  kActive,  // a committed, unbroken epoch; ops commit
+  kBroken,  // a committed epoch that was aborted; waits for the barrier
+};
+
+const char* PeerStateName(PeerState s) {
+  switch (s) {
+    case PeerState::kHandshaking: return "handshaking";
+    case PeerState::kPending: return "pending";
+    case PeerState::kProposed: return "proposed";
+    case PeerState::kReady: return "ready";
+    case PeerState::kMember: return "member";
+  }
+  return "?";
+}
+
+const char* PhaseName(Phase p) {
+  switch (p) {
+    case Phase::kEmpty: return "empty";
+    case Phase::kSetup: return "setup";
+    case Phase::kActive: return "active";
+    case Phase::kBroken: return "broken";
+  }
+  return "?";
+}
+
+// The peer transition table. Forgetting a record (close, disconnect, leave) is legal from every
+// state and is not a move.
+bool LegalPeerMove(PeerState from, PeerState to) {
+  switch (from) {
+    case PeerState::kHandshaking: return to == PeerState::kPending;  // Welcome
+    case PeerState::kPending: return to == PeerState::kProposed;     // admitted by a proposal
+    case PeerState::kProposed:  // ready, re-proposed, or demoted (suspect / setup timeout)
+      return to == PeerState::kReady || to == PeerState::kProposed || to == PeerState::kPending;
+    case PeerState::kReady:  // committed, re-proposed, or demoted (named suspect)
+      return to == PeerState::kMember || to == PeerState::kProposed || to == PeerState::kPending;
+    case PeerState::kMember:  // proposed at a barrier, or demoted by the barrier timeout
+      return to == PeerState::kProposed || to == PeerState::kPending;
+  }
+  return false;
+}
+
+// The group transition table.
+bool LegalPhaseMove(Phase from, Phase to) {
+  switch (from) {
+    case Phase::kEmpty: return to == Phase::kSetup;  // pending peers proposed
+    case Phase::kSetup:  // re-proposed, committed, or no one left
+      return to == Phase::kSetup || to == Phase::kActive || to == Phase::kEmpty;
+    case Phase::kActive: return to == Phase::kBroken || to == Phase::kSetup;  // abort, barrier
+    case Phase::kBroken: return to == Phase::kSetup || to == Phase::kEmpty;   // barrier, all gone
+  }
+  return false;
+}
+
+bool IsLiveMember(PeerState s) {
+  switch (s) {
+    case PeerState::kHandshaking:
+    case PeerState::kPending: return false;
+    case PeerState::kProposed:
+    case PeerState::kReady:
+    case PeerState::kMember: return true;
+  }
+  return false;
+}
+
+struct OpKey {
+  std::uint64_t tag = 0;
+  std::uint64_t seq = 0;
+  auto operator<=>(const OpKey&) const = default;
+};
+
+struct OpRecord {
+  std::vector<bool> reported;  // by rank
+  std::uint32_t reported_count = 0;
+};
+
+struct Peer {
+  ConnId conn = 0;
+  PeerState state = PeerState::kHandshaking;
+  PeerId id = 0;  // from Hello
+  std::string host;
+  std::uint16_t data_port = 0;
+  TimeMs connected_ms = 0;
+  TimeMs last_recv_ms = 0;
+  TimeMs last_sent_ms = 0;
+  std::uint64_t arrival = 0;          // order of the pending queue: larger is later
+  std::uint32_t rank = 0;             // index in the current epoch while a live member
+  bool in_barrier = false;            // kMember: has sent UpdateTopology for the current epoch
+  std::uint64_t proposed_epoch = 0;   // the highest epoch proposed to this peer
+  std::uint64_t committed_epoch = 0;  // the highest epoch committed with this peer as a member
+};
+
+struct Epoch {
+  std::uint64_t number = 0;
+  std::vector<net::Member> members;  // ring order, as proposed
+  std::vector<ConnId> conns;         // conns[r] is the connection of members[r]
+  TimeMs setup_deadline_ms = 0;      // kSetup
+  bool barrier_open = false;         // kActive/kBroken: some live member has entered
+  TimeMs barrier_first_ms = 0;       // when the first one did
+  net::EpochAbort abort;             // kBroken: the abort reason
+  std::map<OpKey, OpRecord> ops;     // kActive: open ops
+};
+
+}  // namespace
+
+struct Coordinator::Impl {
+  explicit Impl(Config c) : config(std::move(c)) {}
+
+  Config config;
+  std::map<ConnId, Peer> peers;      // one record per connection
+  std::map<PeerId, ConnId> conn_of;  // index: welcomed peers by id
+  Phase phase = Phase::kEmpty;
+  Epoch epoch;
+  std::uint64_t highest_epoch = 0;
+  std::uint64_t arrivals = 0;
+  TimeMs now_ms = 0;
+  std::vector<Output>* out = nullptr;  // set for the duration of one event
+
+  // ---- Entry points --------------------------------------------------------------------------
+
+  void Begin(TimeMs now, std::vector<Output>* o) {
+    SHOAL_CHECK(o != nullptr);
+    now_ms = now;
+    out = o;
+  }
+
+  void Connect(ConnId conn) {
+    SHOAL_CHECK_MSG(peers.find(conn) == peers.end(), "ConnId reused");
+    Peer p;
+    p.conn = conn;
+    p.connected_ms = now_ms;
+    p.last_recv_ms = now_ms;
+    p.last_sent_ms = now_ms;
+    peers.emplace(conn, std::move(p));
+  }
+
+  void Receive(ConnId conn, const net::Message& message) {
+    auto it = peers.find(conn);
+    if (it == peers.end()) return;  // closed and forgotten; the shell may still deliver
+    Peer& p = it->second;
+    p.last_recv_ms = now_ms;
+    std::visit([&](const auto& m) { On(p, m); }, message);
+  }
+
+  void Disconnect(ConnId conn) {
+    if (peers.find(conn) == peers.end()) return;
+    Forget(conn, SHOAL_ERR_PEER_LOST, /*emit_close=*/false);
+  }
+
+  void Tick() {
+    // Lost connections first, so that an abort names a dead member before anything else.
+    std::vector<ConnId> expired;
+    for (const auto& [conn, p] : peers) {
+      if (p.state == PeerState::kHandshaking) {
+        if (now_ms - p.connected_ms >= config.hello_timeout_ms) expired.push_back(conn);
+      } else if (now_ms - p.last_recv_ms >= config.heartbeat_timeout_ms) {
+        expired.push_back(conn);
+      }
+    }
+    for (ConnId conn : expired) {
+      if (peers.find(conn) != peers.end()) Forget(conn, SHOAL_ERR_PEER_LOST, /*emit_close=*/true);
+    }
+    switch (phase) {
+      case Phase::kEmpty: break;
+      case Phase::kSetup:
+        if (now_ms >= epoch.setup_deadline_ms) {
+          std::vector<ConnId> late;
+          for (ConnId c : LiveMembers()) {
+            if (peers.at(c).state == PeerState::kProposed) late.push_back(c);
+          }
+          SHOAL_CHECK_MSG(!late.empty(), "a setup with every member ready must have committed");
+          FailSetup(late, SHOAL_ERR_TIMEOUT, "epoch setup timed out");
+        }
+        break;
+      case Phase::kActive:
+      case Phase::kBroken: MaybeCompleteBarrier(); break;
+    }
+    for (auto& [conn, p] : peers) {
+      if (p.state == PeerState::kHandshaking) continue;
+      if (now_ms - p.last_sent_ms >= config.heartbeat_interval_ms) Send(p, net::Heartbeat{});
+    }
+  }
+
+  // ---- Dispatch: one handler per message a peer may send, one reject path for the rest ----
+
+  template <class T>
+  void On(Peer& p, const T& m) {
+    Refuse(p, std::string(net::MsgTypeName(net::TypeOf(net::Message(m)))) +
+                  " is never sent to the coordinator");
+  }
+
+  void On(Peer& p, const net::Hello& m) {
+    switch (p.state) {
+      case PeerState::kHandshaking: Admit(p, m); return;
+      case PeerState::kPending:
+      case PeerState::kProposed:
+      case PeerState::kReady:
+      case PeerState::kMember: Refuse(p, "second Hello on a connection"); return;
+    }
+  }
+
+  void On(Peer& p, const net::Heartbeat&) {
+    switch (p.state) {
+      case PeerState::kHandshaking: Refuse(p, "Heartbeat before Hello"); return;
+      case PeerState::kPending:
+      case PeerState::kProposed:
+      case PeerState::kReady:
+      case PeerState::kMember: return;  // arrival time already noted
+    }
+  }
+
+  void On(Peer& p, const net::UpdateTopology& m) {
+    switch (p.state) {
+      case PeerState::kHandshaking: Refuse(p, "UpdateTopology before Hello"); return;
+      case PeerState::kPending:
+      case PeerState::kProposed:
+      case PeerState::kReady: StaleUpdateTopology(p, m.epoch); return;
+      case PeerState::kMember:
+        if (m.epoch != epoch.number) {
+          StaleUpdateTopology(p, m.epoch);
+        } else if (p.in_barrier) {
+          Refuse(p, "second UpdateTopology in one barrier");
+        } else {
+          EnterBarrier(p);
+        }
+        return;
+    }
+  }
+
+  void On(Peer& p, const net::EpochReady& m) {
+    if (p.state == PeerState::kHandshaking) return Refuse(p, "EpochReady before Hello");
+    if (m.epoch > p.proposed_epoch) return Refuse(p, "EpochReady for an epoch never proposed to it");
+    if (!m.ok && m.code == SHOAL_OK) return Refuse(p, "failed EpochReady with code OK");
+    if (m.epoch != epoch.number) return;  // stale: that proposal is gone
+    switch (p.state) {
+      case PeerState::kHandshaking: return;  // handled above
+      case PeerState::kPending: return;      // demoted from that proposal: stale
+      case PeerState::kProposed:
+        if (m.ok) {
+          Ready(p);
+        } else {
+          ReadyFailed(p, m);
+        }
+        return;
+      case PeerState::kReady:
+      case PeerState::kMember: Refuse(p, "second EpochReady for one proposal"); return;
+    }
+  }
+
+  void On(Peer& p, const net::OpResult& m) {
+    switch (p.state) {
+      case PeerState::kHandshaking: Refuse(p, "OpResult before Hello"); return;
+      case PeerState::kPending:
+      case PeerState::kProposed:
+      case PeerState::kReady:
+        if (m.epoch > p.committed_epoch) Refuse(p, "OpResult for an epoch it was never in");
+        return;  // else stale: ignored
+      case PeerState::kMember:
+        if (m.epoch > epoch.number) return Refuse(p, "OpResult for a future epoch");
+        if (m.epoch < epoch.number || phase == Phase::kBroken) return;  // stale or aborted
+        SHOAL_CHECK(phase == Phase::kActive);
+        RecordResult(p, OpKey{m.tag, m.seq});
+        return;
+    }
+  }
+
+  void On(Peer& p, const net::EpochFault& m) {
+    switch (p.state) {
+      case PeerState::kHandshaking: Refuse(p, "EpochFault before Hello"); return;
+      case PeerState::kPending:
+      case PeerState::kProposed:
+      case PeerState::kReady:
+        if (m.epoch > p.committed_epoch) Refuse(p, "EpochFault for an epoch it was never in");
+        return;  // else stale: ignored
+      case PeerState::kMember:
+        if (m.epoch > epoch.number) return Refuse(p, "EpochFault for a future epoch");
+        if (m.code == SHOAL_OK) return Refuse(p, "EpochFault with code OK");
+        if (m.epoch < epoch.number || phase == Phase::kBroken) return;  // stale or already broken
+        SHOAL_CHECK(phase == Phase::kActive);
+        Break(m.code, FaultSuspect(p, m.suspect));
+        return;
+    }
+  }
+
+  void On(Peer& p, const net::Leave&) {
+    switch (p.state) {
+      case PeerState::kHandshaking: Refuse(p, "Leave before Hello"); return;
+      case PeerState::kPending:
+      case PeerState::kProposed:
+      case PeerState::kReady:
+      case PeerState::kMember: Forget(p.conn, SHOAL_ERR_PEER_LEFT, /*emit_close=*/true); return;
+    }
+  }
+
+  // ---- Admission -----------------------------------------------------------------------------
+
+  void Admit(Peer& p, const net::Hello& m) {
+    if (m.peer_id == 0) return RejectAndClose(p, SHOAL_ERR_PROTOCOL, "peer id 0 is reserved");
+    if (conn_of.find(m.peer_id) != conn_of.end()) {
+      return RejectAndClose(p, SHOAL_ERR_REJECTED, "a live connection has this peer id");
+    }
+    if (PendingInOrder().size() >= config.max_pending) {
+      return RejectAndClose(p, SHOAL_ERR_REJECTED, "too many pending peers");
+    }
+    p.id = m.peer_id;
+    p.host = m.host;
+    p.data_port = m.data_port;
+    conn_of.emplace(p.id, p.conn);
+    MovePeer(p, PeerState::kPending);
+    p.arrival = ++arrivals;
+    Send(p, net::Welcome{p.id, config.heartbeat_interval_ms, config.heartbeat_timeout_ms});
+    switch (phase) {
+      case Phase::kEmpty: ProposeToEmptyGroup(); return;
+      case Phase::kSetup:
+      case Phase::kActive:
+      case Phase::kBroken: return;  // waits for the next barrier
+    }
+  }
+
+  void RejectAndClose(Peer& p, shoal_status code, const char* reason) {
+    Send(p, net::Reject{code, reason});
+    Forget(p.conn, SHOAL_ERR_PEER_LOST, /*emit_close=*/true);
+  }
+
+  // ---- Barrier -------------------------------------------------------------------------------
+
+  void StaleUpdateTopology(Peer& p, std::uint64_t e) {
+    if (e > p.committed_epoch) return Refuse(p, "UpdateTopology for an epoch it was never in");
+    Send(p, net::Error{SHOAL_ERR_EPOCH_CHANGED,
+                       "UpdateTopology for epoch " + std::to_string(e) + " which is over"});
+  }
+
+  void EnterBarrier(Peer& p) {
+    p.in_barrier = true;
+    if (!epoch.barrier_open) {
+      epoch.barrier_open = true;
+      epoch.barrier_first_ms = now_ms;
+    }
+    MaybeCompleteBarrier();
+  }
+
+  // Completes the barrier if every live member is in it, or if its deadline passed.
+  void MaybeCompleteBarrier() {
+    SHOAL_CHECK(phase == Phase::kActive || phase == Phase::kBroken);
+    if (!epoch.barrier_open) return;
+    std::vector<ConnId> arrived;
+    std::vector<ConnId> late;
+    for (ConnId c : LiveMembers()) (peers.at(c).in_barrier ? arrived : late).push_back(c);
+    if (arrived.empty()) {  // every member that entered is gone: start over
+      epoch.barrier_open = false;
+      return;
+    }
+    if (!late.empty() && now_ms < epoch.barrier_first_ms + config.barrier_timeout_ms) return;
+    CompleteBarrier(arrived, late);
+  }
+
+  void CompleteBarrier(const std::vector<ConnId>& arrived, const std::vector<ConnId>& late) {
+    std::vector<ConnId> next = arrived;
+    for (ConnId c : PendingInOrder()) next.push_back(c);  // before the late ones join the queue
+    if (next.size() > config.max_members) next.resize(config.max_members);
+    if (!late.empty()) {
+      if (phase == Phase::kActive) Break(SHOAL_ERR_TIMEOUT, peers.at(late.front()).id);
+      for (ConnId c : late) Demote(peers.at(c), SHOAL_ERR_TIMEOUT, "late to update_topology");
+    }
+    if (phase == Phase::kActive && SameMembers(next)) {
+      epoch.barrier_open = false;
+      for (ConnId c : arrived) {
+        Peer& q = peers.at(c);
+        q.in_barrier = false;
+        Send(q, net::TopologyUnchanged{epoch.number});
+      }
+      return;
+    }
+    Propose(next);
+  }
+
+  bool SameMembers(const std::vector<ConnId>& next) const {
+    if (next.size() != epoch.members.size()) return false;
+    for (std::size_t r = 0; r < next.size(); ++r) {
+      if (peers.at(next[r]).id != epoch.members[r].peer_id) return false;
+    }
+    return true;
+  }
+
+  // ---- Epoch setup ---------------------------------------------------------------------------
+
+  void ProposeToEmptyGroup() {
+    SHOAL_CHECK(phase == Phase::kEmpty);
+    std::vector<ConnId> next = PendingInOrder();
+    if (next.empty()) return;
+    if (next.size() > config.max_members) next.resize(config.max_members);
+    Propose(next);
+  }
+
+  // Proposes a new epoch made of `next` (ring order). Every live member must be in it.
+  void Propose(const std::vector<ConnId>& next) {
+    SHOAL_CHECK(!next.empty() && next.size() <= config.max_members);
+    for (ConnId c : LiveMembers()) {
+      SHOAL_CHECK_MSG(std::find(next.begin(), next.end(), c) != next.end(),
+                      "a live member left out of a proposal must be demoted first");
+    }
+    MovePhase(Phase::kSetup);
+    epoch = Epoch{};
+    epoch.number = ++highest_epoch;
+    epoch.setup_deadline_ms = now_ms + config.setup_timeout_ms;
+    net::EpochPropose proposal;
+    proposal.epoch = epoch.number;
+    proposal.streams_per_link = config.streams_per_link;
+    proposal.segment_bytes = config.segment_bytes;
+    for (std::size_t r = 0; r < next.size(); ++r) {
+      Peer& q = peers.at(next[r]);
+      MovePeer(q, PeerState::kProposed);
+      q.rank = static_cast<std::uint32_t>(r);
+      q.in_barrier = false;
+      q.proposed_epoch = epoch.number;
+      proposal.members.push_back(net::Member{q.id, q.host, q.data_port});
+      epoch.conns.push_back(q.conn);
+    }
+    epoch.members = proposal.members;
+    for (ConnId c : next) Send(peers.at(c), proposal);
+  }
+
+  void Ready(Peer& p) {
+    MovePeer(p, PeerState::kReady);
+    for (ConnId c : LiveMembers()) {
+      if (peers.at(c).state != PeerState::kReady) return;
+    }
+    Commit();
+  }
+
+  void ReadyFailed(Peer& p, const net::EpochReady& m) {
+    // The named suspect if it is in this proposal, else the reporter (choice 5).
+    ConnId suspect = p.conn;
+    for (ConnId c : LiveMembers()) {
+      if (peers.at(c).id == m.suspect) suspect = c;
+    }
+    Demote(peers.at(suspect), m.code, "x");
+  }
+
+  void Commit() {
+    MovePhase(Phase::kActive);
+    for (ConnId c : epoch.conns) {
+      Peer& q = peers.at(c);  // every member of the proposal is live, or it would be re-proposed
+      MovePeer(q, PeerState::kMember);
+      q.committed_epoch = epoch.number;
+    }
+    for (ConnId c : epoch.conns) Send(peers.at(c), net::EpochCommit{epoch.number});
+  }
+
+  // Demotes `demoted` and proposes the rest of the proposal, or empties the group.
+  void FailSetup(const std::vector<ConnId>& demoted, shoal_status code, const char* reason) {
+    SHOAL_CHECK(phase == Phase::kSetup);
+    for (ConnId c : demoted) Demote(peers.at(c), code, reason);
+    std::vector<ConnId> rest = LiveMembers();
+    if (rest.empty()) return EmptyGroup();
+    Propose(rest);
+  }
+
+  void EmptyGroup() {
+    SHOAL_CHECK(LiveMembers().empty());
+    MovePhase(Phase::kEmpty);
+    std::uint64_t last = epoch.number;
+    epoch = Epoch{};
+    epoch.number = last;
+    ProposeToEmptyGroup();
+  }
+
+  void Demote(Peer& q, shoal_status code, const char* reason) {
+    MovePeer(q, PeerState::kPending);
+    q.in_barrier = false;
+    q.arrival = ++arrivals;
+    Send(q, net::Removed{code, reason});
+  }
+
+  // ---- Ops and the agreed outcome ------------------------------------------------------------
+
+  void RecordResult(Peer& p, OpKey key) {
+    auto it = epoch.ops.find(key);
+    if (it == epoch.ops.end()) {
+      if (epoch.ops.size() >= config.max_open_ops) {
+        return Refuse(p, "more than max_open_ops ops awaiting results");
+      }
+      OpRecord record;
+      record.reported.assign(epoch.members.size(), false);
+      it = epoch.ops.emplace(key, std::move(record)).first;
+    }
+    OpRecord& record = it->second;
+    SHOAL_CHECK(p.rank < record.reported.size());
+    if (record.reported[p.rank]) return Refuse(p, "second OpResult for one op");
+    record.reported[p.rank] = true;
+    if (++record.reported_count < record.reported.size()) return;
+    epoch.ops.erase(it);
+    for (ConnId c : epoch.conns) {
+      Send(peers.at(c), net::OpCommit{epoch.number, key.tag, key.seq});  // all live: unbroken
+    }
+  }
+
+  // The peer an abort names for a fault from `reporter` naming `suspect` (choice 4).
+  PeerId FaultSuspect(const Peer& reporter, PeerId suspect) const {
+    for (const net::Member& m : epoch.members) {
+      if (m.peer_id == suspect && suspect != 0) return suspect;
+    }
+    std::size_t n = epoch.members.size();
+    return epoch.members[(reporter.rank + n - 1) % n].peer_id;
+  }
+
+  // Breaks the committed epoch: every live member learns the reason once.
+  void Break(shoal_status code, PeerId lost) {
+    MovePhase(Phase::kBroken);
+    epoch.abort = net::EpochAbort{epoch.number, code, lost};
+    epoch.ops.clear();
+    for (ConnId c : LiveMembers()) Send(peers.at(c), epoch.abort);
+  }
+
+  // ---- Losing a connection -------------------------------------------------------------------
+
+  // Forgets the connection and carries out what losing it means for the group.
+  void Forget(ConnId conn, shoal_status member_code, bool emit_close) {
+    auto it = peers.find(conn);
+    SHOAL_CHECK(it != peers.end());
+    PeerState state = it->second.state;
+    PeerId id = it->second.id;
+    if (state != PeerState::kHandshaking) conn_of.erase(id);
+    peers.erase(it);
+    if (emit_close) out->push_back(Output{Output::Kind::kClose, conn, {}});
+    switch (state) {
+      case PeerState::kHandshaking:
+      case PeerState::kPending: return;
+      case PeerState::kProposed:
+      case PeerState::kReady: FailSetup({}, SHOAL_OK, ""); return;  // re-propose the rest
+      case PeerState::kMember:
+        if (phase == Phase::kActive) Break(member_code, id);
+        SHOAL_CHECK(phase == Phase::kBroken);
+        if (LiveMembers().empty()) return EmptyGroup();
+        MaybeCompleteBarrier();
+        return;
+    }
+  }
+
+  // Answers a message the peer may not send (now) and cuts the peer off.
+  void Refuse(Peer& p, std::string reason) {
+    Send(p, net::Error{SHOAL_ERR_PROTOCOL, std::move(reason)});
+    Forget(p.conn, SHOAL_ERR_PEER_LOST, /*emit_close=*/true);
+  }
+
+  // ---- Helpers -------------------------------------------------------------------------------
+
+  void Send(Peer& p, net::Message m) {
+    out->push_back(Output{Output::Kind::kSend, p.conn, std::move(m)});
+    p.last_sent_ms = now_ms;
+  }
+
+  void MovePeer(Peer& p, PeerState next) {
+    if (!LegalPeerMove(p.state, next)) {
+      std::string why = std::string("illegal peer move ") + PeerStateName(p.state) + " -> " +
+                        PeerStateName(next);
+      SHOAL_CHECK_MSG(false, why.c_str());
+    }
+    p.state = next;
+  }
+
+  void MovePhase(Phase next) {
+    if (!LegalPhaseMove(phase, next)) {
+      std::string why =
+          std::string("illegal phase move ") + PhaseName(phase) + " -> " + PhaseName(next);
+      SHOAL_CHECK_MSG(false, why.c_str());
+    }
+    phase = next;
+  }
+
+  // Live members of the current epoch in ring order.
+  std::vector<ConnId> LiveMembers() const {
+    std::vector<ConnId> live;
+    for (ConnId c : epoch.conns) {
+      auto it = peers.find(c);
+      if (it != peers.end() && IsLiveMember(it->second.state)) live.push_back(c);
+    }
+    return live;
+  }
+
+  std::vector<ConnId> PendingInOrder() const {
+    std::vector<const Peer*> pending;
+    for (const auto& [conn, p] : peers) {
+      if (p.state == PeerState::kPending) pending.push_back(&p);
+    }
+    std::sort(pending.begin(), pending.end(),
+              [](const Peer* a, const Peer* b) { return a->arrival < b->arrival; });
+    std::vector<ConnId> conns;
+    for (const Peer* p : pending) conns.push_back(p->conn);
+    return conns;
+  }
+
+  View MakeView() const {
+    View v;
+    v.epoch = epoch.number;
+    v.highest_epoch = highest_epoch;
+    switch (phase) {
+      case Phase::kEmpty: break;
+      case Phase::kSetup:
+        for (const net::Member& m : epoch.members) v.members.push_back(m.peer_id);
+        break;
+      case Phase::kBroken:
+        v.broken = true;
+        v.abort_reason = epoch.abort;
+        [[fallthrough]];
+      case Phase::kActive:
+        v.committed = true;
+        for (const net::Member& m : epoch.members) v.members.push_back(m.peer_id);
+        for (ConnId c : LiveMembers()) {
+          if (peers.at(c).in_barrier) v.barrier.push_back(peers.at(c).id);
+        }
+        break;
+    }
+    for (ConnId c : PendingInOrder()) v.pending.push_back(peers.at(c).id);
+    return v;
+  }
+};
+
+Coordinator::Coordinator(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
+  const Config& c = impl_->config;
+  SHOAL_CHECK(c.heartbeat_interval_ms > 0 && c.heartbeat_interval_ms < c.heartbeat_timeout_ms);
+  SHOAL_CHECK(c.hello_timeout_ms > 0 && c.barrier_timeout_ms > 0 && c.setup_timeout_ms > 0);
+  SHOAL_CHECK(c.streams_per_link >= 1 && c.streams_per_link <= limits::kStreamsPerLinkMax);
+  SHOAL_CHECK(c.segment_bytes >= limits::kSegmentBytesMin &&
+              c.segment_bytes <= limits::kSegmentBytesMax);
+  SHOAL_CHECK(c.max_members >= 1 && c.max_members <= limits::kMembersMax);
+  SHOAL_CHECK(c.max_pending >= 1 && c.max_pending <= limits::kPendingMax);
+  SHOAL_CHECK(c.max_open_ops >= 1);
+}
+
+Coordinator::~Coordinator() = default;
+
+void Coordinator::OnConnect(ConnId conn, TimeMs now_ms) {
+  impl_->now_ms = now_ms;
+  impl_->Connect(conn);
+}
+
+void Coordinator::OnMessage(ConnId conn, const net::Message& message, TimeMs now_ms,
+                            std::vector<Output>* out) {
+  impl_->Begin(now_ms, out);
+  impl_->Receive(conn, message);
+}
+
+void Coordinator::OnDisconnect(ConnId conn, TimeMs now_ms, std::vector<Output>* out) {
+  impl_->Begin(now_ms, out);
+  impl_->Disconnect(conn);
+}
+
+void Coordinator::OnTick(TimeMs now_ms, std::vector<Output>* out) {
+  impl_->Begin(now_ms, out);
+  impl_->Tick();
+}
+
+View Coordinator::view() const { return impl_->MakeView(); }
+
+const Config& Coordinator::config() const { return impl_->config; }
+
+}  // namespace shoal::coord
