@@ -1,0 +1,743 @@
+#include "shoal/comm/peer_runtime.h"
+
+#include <spdlog/spdlog.h>
+
+#include <random>
+#include <utility>
+
+#include "shoal/collective/reduce.h"
+#include "shoal/common/limits.h"
+
+namespace shoal::comm {
+namespace {
+
+constexpr std::size_t kControlWriteQueueBytesMax = 64u << 20;
+constexpr std::size_t kHeldStreamsMax = 256;          // early data streams for future epochs
+constexpr TimeMs kDataHelloTimeoutMs = 5000;          // an accepted stream must introduce itself
+
+PeerId RandomPeerId() {
+  std::random_device rd;
+  std::uint64_t id = 0;
+  while (id == 0) id = (std::uint64_t{rd()} << 32) ^ rd();
+  return id;
+}
+
+std::string Hex(PeerId id) { return fmt::format("{:016x}", id); }
+
+// Runs `fn` on the io thread and waits for its Status, at most until `deadline`.
+template <typename Fn>
+Status RunOnIo(asio::io_context& io, Deadline deadline, Fn fn) {
+  auto done = std::make_shared<Completion>();
+  asio::post(io, [done, fn = std::move(fn)]() mutable { done->Set(fn()); });
+  Status s;
+  if (!done->WaitUntil(deadline, &s)) return Status(SHOAL_ERR_TIMEOUT, "io thread did not answer");
+  return s;
+}
+
+}  // namespace
+
+PeerRuntime::PeerRuntime(const Options& options)
+    : options_(options),
+      peer_id_(options.peer_id != 0 ? options.peer_id : RandomPeerId()),
+      acceptor_(io_),
+      heartbeat_timer_(io_) {}
+
+PeerRuntime::~PeerRuntime() { Close(); }
+
+Status PeerRuntime::Create(const Options& options, std::shared_ptr<PeerRuntime>* out) {
+  if (options.timeout_ms <= 0 || options.verdict_grace_ms < 0 || options.setup_timeout_ms <= 0) {
+    return Status(SHOAL_ERR_INVALID_ARGUMENT, "timeouts must be positive");
+  }
+  if (options.data_host.size() > limits::kHostBytesMax) {
+    return Status(SHOAL_ERR_INVALID_ARGUMENT, "data_host is too long");
+  }
+  auto level = spdlog::level::from_str(options.log_level);
+  if (level == spdlog::level::off && options.log_level != "off") {
+    return Status(SHOAL_ERR_INVALID_ARGUMENT, "unknown log level '" + options.log_level + "'");
+  }
+  spdlog::set_level(level);
+  std::shared_ptr<PeerRuntime> rt(new PeerRuntime(options));
+  Status s = rt->Start(Deadline::After(options.timeout_ms));
+  if (!s.ok()) {
+    rt->Close();
+    return s;
+  }
+  *out = std::move(rt);
+  return Status::Ok();
+}
+
+Status PeerRuntime::Start(Deadline deadline) {
+  // The data listener first: the coordinator may propose an epoch right after Hello.
+  asio::error_code ec;
+  std::string bind_host = options_.data_bind_host.empty() ? options_.data_host
+                                                          : options_.data_bind_host;
+  auto bind_addr = asio::ip::make_address(bind_host, ec);
+  if (ec) return Status(SHOAL_ERR_INVALID_ARGUMENT, "data bind address '" + bind_host + "': " + ec.message());
+  asio::ip::tcp::endpoint ep(bind_addr, options_.data_port);
+  acceptor_.open(ep.protocol(), ec);
+  if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(ep, ec);
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return Status(SHOAL_ERR_IO, "data listener on " + bind_host + ": " + ec.message());
+  data_port_ = acceptor_.local_endpoint().port();
+
+  // The control connection, blocking with the deadline (nothing else runs yet).
+  asio::ip::tcp::socket socket(io_);
+  asio::ip::tcp::resolver resolver(io_);
+  auto endpoints = resolver.resolve(options_.coordinator_host,
+                                    std::to_string(options_.coordinator_port), ec);
+  if (ec) {
+    return Status(SHOAL_ERR_COORDINATOR_LOST, "cannot resolve coordinator " +
+                                                  options_.coordinator_host + ": " + ec.message());
+  }
+  bool connected = false;
+  asio::error_code connect_ec;
+  asio::async_connect(socket, endpoints, [&](const asio::error_code& e, const auto&) {
+    connected = true;
+    connect_ec = e;
+  });
+  io_.restart();
+  io_.run_until(deadline.time_point());
+  if (!connected) {
+    return Status(SHOAL_ERR_TIMEOUT, "connecting to the coordinator at " +
+                                         options_.coordinator_host + ":" +
+                                         std::to_string(options_.coordinator_port) + " timed out");
+  }
+  if (connect_ec) {
+    return Status(SHOAL_ERR_COORDINATOR_LOST,
+                  "cannot connect to the coordinator at " + options_.coordinator_host + ":" +
+                      std::to_string(options_.coordinator_port) + ": " + connect_ec.message());
+  }
+  io_.restart();
+
+  control_ = std::make_shared<net::FramedConnection>(std::move(socket),
+                                                     limits::kControlPayloadBytesMax,
+                                                     kControlWriteQueueBytesMax);
+  welcome_ = std::make_shared<Completion>();
+  work_.emplace(asio::make_work_guard(io_));
+  std::weak_ptr<PeerRuntime> weak = shared_from_this();
+  asio::post(io_, [this, self = shared_from_this()] {
+    last_received_ms_ = MonotonicNowMs();
+    control_->Start(
+        [this](net::Message&& m) { OnControlMessage(std::move(m)); },
+        [this](const Status& why) { OnControlLost(why); });
+    Send(net::Hello{peer_id_, options_.data_host, data_port_});
+    AcceptNext();
+    HeartbeatTick();
+  });
+  thread_ = std::thread([this] { io_.run(); });
+
+  Status s;
+  if (!welcome_->WaitUntil(deadline, &s)) {
+    return Status(SHOAL_ERR_TIMEOUT, "the coordinator did not welcome this peer in time");
+  }
+  return s;
+}
+
+void PeerRuntime::Close() {
+  std::call_once(close_once_, [this] {
+    if (thread_.joinable()) {
+      // Leave politely if still connected, then stop the io thread.
+      Leave(Deadline::After(1000)).IgnoreError();
+      asio::post(io_, [this] {
+        asio::error_code ec;
+        acceptor_.close(ec);
+        heartbeat_timer_.cancel();
+        if (control_) control_->Close();
+        if (epoch_.engine) epoch_.engine->Shutdown();
+        setup_.reset();
+        held_.clear();
+        work_.reset();
+        io_.stop();
+      });
+      thread_.join();
+    }
+  });
+}
+
+PeerRuntime::Snapshot PeerRuntime::snapshot() const {
+  std::lock_guard<std::mutex> lock(snapshot_mu_);
+  return snapshot_;
+}
+
+void PeerRuntime::PublishSnapshot() {
+  Snapshot s;
+  if (phase_ == Phase::kMember && epoch_.committed) {
+    s.epoch = epoch_.number;
+    s.rank = epoch_.rank;
+    s.member = true;
+    for (const auto& m : epoch_.members) s.members.push_back(m.peer_id);
+  }
+  std::lock_guard<std::mutex> lock(snapshot_mu_);
+  snapshot_ = std::move(s);
+}
+
+void PeerRuntime::Send(const net::Message& m) {
+  if (control_ && !control_->closed()) control_->Send(m);
+}
+
+// ---------------------------------------------------------------- user calls
+
+Status PeerRuntime::UpdateTopology(Deadline deadline) {
+  auto waiter = std::make_shared<Completion>();
+  Status posted = RunOnIo(io_, deadline, [this, waiter]() -> Status {
+    switch (phase_) {
+      case Phase::kClosed:
+        return closed_reason_;
+      case Phase::kConnecting:
+        return Status(SHOAL_ERR_INTERNAL, "update_topology before the peer connected");
+      case Phase::kPending:
+      case Phase::kSettingUp:
+        update_waiters_.push_back(waiter);
+        return Status::Ok();
+      case Phase::kMember:
+        update_waiters_.push_back(waiter);
+        if (!epoch_.barrier_sent) {
+          epoch_.barrier_sent = true;
+          Send(net::UpdateTopology{epoch_.number});
+        }
+        return Status::Ok();
+    }
+    return Status(SHOAL_ERR_INTERNAL, "unknown phase");
+  });
+  if (!posted.ok()) return posted;
+  Status s;
+  if (!waiter->WaitUntil(deadline, &s)) {
+    return Status(SHOAL_ERR_TIMEOUT, "update_topology: the other members did not all arrive in time");
+  }
+  return s;
+}
+
+Status PeerRuntime::StartAllReduce(const collective::RingAllReduceParams& params,
+                                   std::uint64_t tag, Deadline deadline,
+                                   std::shared_ptr<OpRequest>* out) {
+  auto op = std::make_shared<OpRequest>();
+  op->deadline = deadline;
+  Status s = RunOnIo(io_, deadline, [this, op, params, tag]() -> Status {
+    if (phase_ == Phase::kClosed) return closed_reason_;
+    if (phase_ != Phase::kMember || !epoch_.committed) {
+      return Status(SHOAL_ERR_NOT_MEMBER,
+                    "this peer is not a member of a committed epoch; call update_topology");
+    }
+    if (epoch_.broken) return epoch_.abort_reason;
+    op->epoch = epoch_.number;
+    op->key = collective::OpKey{tag, epoch_.next_seq[tag]++};
+    collective::RingAllReduceParams p = params;
+    p.n = static_cast<std::uint32_t>(epoch_.members.size());
+    p.rank = epoch_.rank;
+    p.streams = epoch_.streams;
+    p.segment_bytes_max = epoch_.segment_bytes;
+    auto ring = std::make_unique<collective::RingAllReduce>(p);
+    if (p.n == 1) {  // the constructor did the local copy; nobody to agree with
+      op->completion.Set(Status::Ok());
+      return Status::Ok();
+    }
+    epoch_.ops[op->key] = op;
+    epoch_.engine->AddOp(op->key, std::move(ring));
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  *out = std::move(op);
+  return Status::Ok();
+}
+
+Status PeerRuntime::Wait(const std::shared_ptr<OpRequest>& op, Deadline wait_deadline) {
+  Status s;
+  bool early = wait_deadline.at_ms() < op->deadline.at_ms();
+  if (op->completion.WaitUntil(early ? wait_deadline : op->deadline, &s)) return s;
+  if (early) return Status(SHOAL_ERR_TIMEOUT, "not done yet");
+  // The op's deadline passed: report it and wait for the agreed verdict.
+  asio::post(io_, [this, op, self = shared_from_this()] { OnOpDeadline(op); });
+  Deadline grace = op->deadline.Extended(options_.verdict_grace_ms);
+  if (op->completion.WaitUntil(grace, &s)) return s;
+  asio::post(io_, [this, op, self = shared_from_this()] {
+    ForceFail(op, Status(SHOAL_ERR_COORDINATOR_LOST,
+                         "no verdict from the coordinator within the grace period"));
+  });
+  // ForceFail runs promptly on the io thread; this bounded wait only guards a dead io thread.
+  if (op->completion.WaitUntil(Deadline::After(options_.verdict_grace_ms + 1000), &s)) return s;
+  return Status(SHOAL_ERR_INTERNAL, "io thread unresponsive");
+}
+
+Status PeerRuntime::Leave(Deadline deadline) {
+  auto gone = std::make_shared<Completion>();
+  Status s = RunOnIo(io_, deadline, [this, gone]() -> Status {
+    if (phase_ == Phase::kClosed) {
+      gone->Set(Status::Ok());
+      return Status::Ok();
+    }
+    Send(net::Leave{});
+    closed_reason_ = Status(SHOAL_ERR_CLOSED, "this peer left the group");
+    phase_ = Phase::kClosed;
+    TearDownEpoch(closed_reason_);
+    setup_.reset();
+    CompleteUpdates(closed_reason_);
+    PublishSnapshot();
+    // The coordinator closes the connection after Leave; give the frame a moment to go out.
+    auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(200));
+    timer->async_wait([this, timer, gone](const asio::error_code&) {
+      if (control_) control_->Close();
+      gone->Set(Status::Ok());
+    });
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  Status g;
+  gone->WaitUntil(deadline, &g);
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------- control messages
+
+void PeerRuntime::OnControlMessage(net::Message&& m) {
+  last_received_ms_ = MonotonicNowMs();
+  std::visit(
+      [this, &m](auto& msg) {
+        using T = std::decay_t<decltype(msg)>;
+        if constexpr (std::is_same_v<T, net::Welcome> || std::is_same_v<T, net::Reject> ||
+                      std::is_same_v<T, net::TopologyUnchanged> ||
+                      std::is_same_v<T, net::EpochPropose> ||
+                      std::is_same_v<T, net::EpochCommit> || std::is_same_v<T, net::OpCommit> ||
+                      std::is_same_v<T, net::EpochAbort> || std::is_same_v<T, net::Removed> ||
+                      std::is_same_v<T, net::Error>) {
+          Handle(msg);
+        } else if constexpr (std::is_same_v<T, net::Heartbeat>) {
+          // liveness only
+        } else {
+          Unexpected(m);
+        }
+      },
+      m);
+}
+
+void PeerRuntime::Unexpected(const net::Message& m) {
+  OnControlLost(Status(SHOAL_ERR_PROTOCOL, std::string("the coordinator sent ") +
+                                               net::MsgTypeName(net::TypeOf(m)) +
+                                               ", which it never should"));
+}
+
+void PeerRuntime::OnControlLost(const Status& why) {
+  if (phase_ == Phase::kClosed) return;
+  spdlog::warn("peer {}: coordinator connection lost: {}", Hex(peer_id_), why.ToString());
+  Status reason(SHOAL_ERR_COORDINATOR_LOST, why.message());
+  if (control_) control_->Close();
+  closed_reason_ = reason;
+  phase_ = Phase::kClosed;
+  TearDownEpoch(reason);
+  setup_.reset();
+  CompleteUpdates(reason);
+  if (welcome_) welcome_->Set(reason);
+  PublishSnapshot();
+}
+
+void PeerRuntime::Handle(const net::Welcome& m) {
+  if (phase_ != Phase::kConnecting || m.peer_id != peer_id_) {
+    Unexpected(m);
+    return;
+  }
+  phase_ = Phase::kPending;
+  if (m.heartbeat_interval_ms > 0) heartbeat_interval_ms_ = m.heartbeat_interval_ms;
+  if (m.heartbeat_timeout_ms > 0) heartbeat_timeout_ms_ = m.heartbeat_timeout_ms;
+  spdlog::info("peer {}: welcomed by the coordinator", Hex(peer_id_));
+  welcome_->Set(Status::Ok());
+}
+
+void PeerRuntime::Handle(const net::Reject& m) {
+  Status s(m.code == SHOAL_OK ? SHOAL_ERR_REJECTED : m.code,
+           "the coordinator refused this peer: " + m.reason);
+  welcome_->Set(s);
+  OnControlLost(s);
+  closed_reason_ = s;
+}
+
+void PeerRuntime::Handle(const net::TopologyUnchanged& m) {
+  if (phase_ != Phase::kMember || m.epoch != epoch_.number) return;  // stale
+  epoch_.barrier_sent = false;
+  CompleteUpdates(Status::Ok());
+}
+
+void PeerRuntime::Handle(const net::EpochPropose& m) {
+  if (phase_ == Phase::kConnecting || phase_ == Phase::kClosed) return;
+  if (m.epoch <= epoch_.number && epoch_.number != 0) {
+    Unexpected(m);  // epochs only move forward
+    return;
+  }
+  std::uint32_t rank = 0;
+  bool found = false;
+  for (std::uint32_t i = 0; i < m.members.size(); i++) {
+    if (m.members[i].peer_id == peer_id_) {
+      rank = i;
+      found = true;
+    }
+  }
+  if (!found) {
+    Unexpected(m);
+    return;
+  }
+  TearDownEpoch(Status(SHOAL_ERR_EPOCH_CHANGED, "a new epoch was proposed"));
+  setup_.reset();
+  std::uint32_t n = static_cast<std::uint32_t>(m.members.size());
+  Epoch e;
+  e.number = m.epoch;
+  e.members = m.members;
+  e.rank = rank;
+  e.prev = m.members[(rank + n - 1) % n].peer_id;
+  e.next = m.members[(rank + 1) % n].peer_id;
+  e.streams = m.streams_per_link;
+  e.segment_bytes = m.segment_bytes;
+  epoch_ = std::move(e);
+  phase_ = Phase::kSettingUp;
+  PublishSnapshot();
+  spdlog::debug("peer {}: epoch {} proposed, rank {} of {}", Hex(peer_id_), m.epoch, rank, n);
+
+  setup_.emplace();
+  setup_->epoch = m.epoch;
+  if (n == 1) {
+    setup_->reported = true;
+    Send(net::EpochReady{m.epoch, true, 0, SHOAL_OK});
+    return;
+  }
+  setup_->out.resize(epoch_.streams);
+  setup_->in.resize(epoch_.streams);
+  setup_->timer = std::make_unique<asio::steady_timer>(
+      io_, std::chrono::milliseconds(options_.setup_timeout_ms));
+  std::uint64_t epoch = m.epoch;
+  setup_->timer->async_wait([this, epoch](const asio::error_code& ec) {
+    if (ec || !setup_ || setup_->epoch != epoch || setup_->reported) return;
+    if (setup_->in_ready < setup_->in.size()) {
+      FailSetup(epoch_.prev, SHOAL_ERR_TIMEOUT, "data streams from the previous neighbour did not arrive");
+    } else {
+      FailSetup(epoch_.next, SHOAL_ERR_TIMEOUT, "could not open data streams to the next neighbour");
+    }
+  });
+  // Streams that arrived before the proposal.
+  auto held = held_.find(m.epoch);
+  if (held != held_.end()) {
+    auto streams = std::move(held->second);
+    held_.erase(held_.begin(), std::next(held));
+    for (auto& [index, socket] : streams) PlaceIncoming(std::move(socket), index);
+  } else {
+    held_.erase(held_.begin(), held_.lower_bound(m.epoch));
+  }
+  for (std::uint16_t k = 0; k < epoch_.streams; k++) {
+    ConnectOut(m.epoch, k, m.members[(rank + 1) % n]);
+  }
+}
+
+void PeerRuntime::Handle(const net::EpochCommit& m) {
+  if (phase_ != Phase::kSettingUp || !setup_ || m.epoch != setup_->epoch) return;
+  std::uint32_t n = static_cast<std::uint32_t>(epoch_.members.size());
+  if (n > 1) {
+    if (setup_->out_ready != setup_->out.size() || setup_->in_ready != setup_->in.size()) {
+      OnControlLost(Status(SHOAL_ERR_PROTOCOL, "epoch committed before this peer was ready"));
+      return;
+    }
+    std::vector<asio::ip::tcp::socket> out, in;
+    for (auto& s : setup_->out) out.push_back(std::move(*s));
+    for (auto& s : setup_->in) in.push_back(std::move(*s));
+    std::uint64_t epoch = m.epoch;
+    std::weak_ptr<PeerRuntime> weak = weak_from_this();
+    collective::RingEngine::Callbacks cb;
+    cb.on_op_done = [this, epoch](collective::OpKey key) { OnOpDone(epoch, key); };
+    cb.on_fault = [this, epoch](const Status& why) { OnEngineFault(epoch, why); };
+    epoch_.engine = std::make_shared<collective::RingEngine>(
+        std::move(out), std::move(in), epoch_.prev, epoch_.next, epoch_.segment_bytes, cb);
+    epoch_.engine->Start();
+  }
+  setup_.reset();
+  epoch_.committed = true;
+  phase_ = Phase::kMember;
+  PublishSnapshot();
+  spdlog::info("peer {}: member of epoch {} (rank {} of {})", Hex(peer_id_), epoch_.number,
+               epoch_.rank, n);
+  CompleteUpdates(Status::Ok());
+}
+
+void PeerRuntime::Handle(const net::OpCommit& m) {
+  if (m.epoch != epoch_.number) return;
+  auto it = epoch_.ops.find(collective::OpKey{m.tag, m.seq});
+  if (it == epoch_.ops.end()) return;  // already failed locally (force-failed)
+  if (!it->second->locally_done) {
+    OnControlLost(Status(SHOAL_ERR_PROTOCOL, "commit of an op this peer had not finished"));
+    return;
+  }
+  it->second->completion.Set(Status::Ok());
+  epoch_.ops.erase(it);
+}
+
+void PeerRuntime::Handle(const net::EpochAbort& m) {
+  if (m.epoch != epoch_.number || !epoch_.committed || epoch_.broken) return;
+  epoch_.broken = true;
+  epoch_.fault_sent = true;
+  epoch_.abort_reason = Status(m.code,
+                               fmt::format("epoch {} aborted; retry after update_topology", m.epoch),
+                               m.lost_peer);
+  spdlog::info("peer {}: {}", Hex(peer_id_), epoch_.abort_reason.ToString());
+  if (epoch_.engine) epoch_.engine->Stop(epoch_.abort_reason);
+  FailOps(epoch_.abort_reason);
+}
+
+void PeerRuntime::Handle(const net::Removed& m) {
+  spdlog::warn("peer {}: removed from the group: {}", Hex(peer_id_), m.reason);
+  Status reason(SHOAL_ERR_NOT_MEMBER, "removed from the group: " + m.reason);
+  TearDownEpoch(reason);
+  setup_.reset();
+  epoch_.committed = false;
+  if (phase_ != Phase::kClosed) phase_ = Phase::kPending;
+  PublishSnapshot();
+}
+
+void PeerRuntime::Handle(const net::Error& m) {
+  spdlog::warn("peer {}: coordinator reports an error: {} ({})", Hex(peer_id_), m.reason,
+               shoal_strerror(m.code));
+  if (m.code == SHOAL_ERR_PROTOCOL) {
+    epoch_.barrier_sent = false;
+    CompleteUpdates(Status(m.code, m.reason));
+  }
+}
+
+// ---------------------------------------------------------------- epochs and ops
+
+void PeerRuntime::TearDownEpoch(const Status& reason) {
+  if (epoch_.engine) {
+    epoch_.engine->Shutdown();
+    epoch_.engine.reset();
+  }
+  FailOps(epoch_.broken ? epoch_.abort_reason : reason);
+}
+
+void PeerRuntime::FailOps(const Status& reason) {
+  auto ops = std::move(epoch_.ops);
+  epoch_.ops.clear();
+  for (auto& [key, op] : ops) op->completion.Set(reason);
+}
+
+void PeerRuntime::CompleteUpdates(const Status& status) {
+  auto waiters = std::move(update_waiters_);
+  update_waiters_.clear();
+  for (auto& w : waiters) w->Set(status);
+}
+
+void PeerRuntime::SendFault(PeerId suspect, shoal_status code, const std::string& detail) {
+  if (epoch_.fault_sent || epoch_.broken || !epoch_.committed) return;
+  epoch_.fault_sent = true;
+  net::EpochFault f;
+  f.epoch = epoch_.number;
+  f.suspect = suspect;
+  f.code = code;
+  f.detail = detail.substr(0, limits::kDetailBytesMax);
+  Send(f);
+}
+
+void PeerRuntime::OnEngineFault(std::uint64_t epoch, const Status& why) {
+  if (epoch != epoch_.number || epoch_.broken || epoch_.fault_sent) return;
+  spdlog::info("peer {}: data plane fault in epoch {}: {}", Hex(peer_id_), epoch, why.ToString());
+  SendFault(why.peer(), why.code(), why.message());
+}
+
+void PeerRuntime::OnOpDone(std::uint64_t epoch, collective::OpKey key) {
+  if (epoch != epoch_.number) return;
+  auto it = epoch_.ops.find(key);
+  if (it == epoch_.ops.end()) return;
+  it->second->locally_done = true;
+  Send(net::OpResult{epoch, key.tag, key.seq});
+}
+
+void PeerRuntime::OnOpDeadline(std::shared_ptr<OpRequest> op) {
+  if (op->completion.done() || op->epoch != epoch_.number) return;
+  PeerId suspect = 0;  // a finished op waits on whoever has not reported: the coordinator knows
+  if (!op->locally_done && epoch_.engine) suspect = epoch_.engine->SuspectFor(op->key);
+  std::string detail = fmt::format("collective tag {} seq {} passed its deadline", op->key.tag,
+                                   op->key.seq);
+  SendFault(suspect, SHOAL_ERR_TIMEOUT, detail);
+  // Stop touching user buffers now: the op cannot succeed any more on this peer.
+  if (!op->locally_done && epoch_.engine) {
+    epoch_.engine->Stop(Status(SHOAL_ERR_TIMEOUT, detail, suspect));
+  }
+}
+
+void PeerRuntime::ForceFail(std::shared_ptr<OpRequest> op, const Status& status) {
+  if (op->completion.done()) return;
+  if (op->epoch == epoch_.number && epoch_.engine) epoch_.engine->Stop(status);
+  op->completion.Set(status);
+  epoch_.ops.erase(op->key);
+}
+
+void PeerRuntime::HeartbeatTick() {
+  if (phase_ == Phase::kClosed) return;
+  TimeMs now = MonotonicNowMs();
+  if (now - last_received_ms_ > heartbeat_timeout_ms_) {
+    OnControlLost(Status(SHOAL_ERR_COORDINATOR_LOST,
+                         fmt::format("nothing from the coordinator for {} ms", now - last_received_ms_)));
+    return;
+  }
+  Send(net::Heartbeat{});
+  heartbeat_timer_.expires_after(std::chrono::milliseconds(heartbeat_interval_ms_));
+  heartbeat_timer_.async_wait([this](const asio::error_code& ec) {
+    if (!ec) HeartbeatTick();
+  });
+}
+
+// ---------------------------------------------------------------- data streams
+
+void PeerRuntime::AcceptNext() {
+  acceptor_.async_accept([this](const asio::error_code& ec, asio::ip::tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
+    if (!ec) {
+      net::TuneSocket(socket);
+      ReadDataHello(std::make_shared<asio::ip::tcp::socket>(std::move(socket)));
+    }
+    AcceptNext();
+  });
+}
+
+void PeerRuntime::ReadDataHello(std::shared_ptr<asio::ip::tcp::socket> socket) {
+  struct State {
+    std::uint8_t head[net::kHeaderBytes];
+    std::vector<std::uint8_t> payload;
+    asio::steady_timer timer;
+    explicit State(asio::io_context& io) : timer(io) {}
+  };
+  auto st = std::make_shared<State>(io_);
+  st->timer.expires_after(std::chrono::milliseconds(kDataHelloTimeoutMs));
+  st->timer.async_wait([socket](const asio::error_code& ec) {
+    if (!ec) {
+      asio::error_code ignored;
+      socket->close(ignored);
+    }
+  });
+  asio::async_read(*socket, asio::buffer(st->head), [this, socket, st](const asio::error_code& ec,
+                                                                       std::size_t) {
+    if (ec) return;
+    net::FrameHeader h;
+    Status s = net::DecodeHeader(st->head, 64, &h);
+    if (!s.ok() || h.type != net::MsgType::kDataHello) {
+      spdlog::warn("peer {}: refused a data connection from {}: {}", Hex(peer_id_),
+                   net::RemoteName(*socket), s.ok() ? "not a DataHello" : s.message());
+      asio::error_code ignored;
+      socket->close(ignored);
+      return;
+    }
+    st->payload.resize(h.payload_bytes);
+    asio::async_read(*socket, asio::buffer(st->payload), [this, socket, st, h](
+                                                             const asio::error_code& ec,
+                                                             std::size_t) {
+      st->timer.cancel();
+      if (ec) return;
+      net::Message m;
+      Status s = net::DecodePayload(h.type, st->payload.data(), st->payload.size(), &m);
+      if (!s.ok()) {
+        spdlog::warn("peer {}: malformed DataHello from {}: {}", Hex(peer_id_),
+                     net::RemoteName(*socket), s.message());
+        asio::error_code ignored;
+        socket->close(ignored);
+        return;
+      }
+      OnDataHello(std::get<net::DataHello>(m), std::move(*socket));
+    });
+  });
+}
+
+void PeerRuntime::OnDataHello(const net::DataHello& hello, asio::ip::tcp::socket socket) {
+  asio::error_code ignored;
+  if (hello.to != peer_id_ || phase_ == Phase::kClosed) {
+    socket.close(ignored);
+    return;
+  }
+  std::uint64_t current = setup_ ? setup_->epoch : epoch_.number;
+  if (setup_ && hello.epoch == setup_->epoch) {
+    if (hello.from != epoch_.prev || hello.stream_count != setup_->in.size()) {
+      spdlog::warn("peer {}: refused a data stream from {} for epoch {}: not my previous neighbour "
+                   "or wrong stream count", Hex(peer_id_), Hex(hello.from), hello.epoch);
+      socket.close(ignored);
+      return;
+    }
+    PlaceIncoming(std::move(socket), hello.stream_index);
+    return;
+  }
+  if (hello.epoch > current) {
+    std::size_t held = 0;
+    for (auto& [e, v] : held_) held += v.size();
+    if (held >= kHeldStreamsMax) {
+      socket.close(ignored);
+      return;
+    }
+    held_[hello.epoch].emplace_back(hello.stream_index, std::move(socket));
+    return;
+  }
+  socket.close(ignored);  // an old epoch's stream
+}
+
+void PeerRuntime::PlaceIncoming(asio::ip::tcp::socket socket, std::uint16_t index) {
+  if (!setup_ || index >= setup_->in.size() || setup_->in[index].has_value()) {
+    asio::error_code ignored;
+    socket.close(ignored);
+    return;
+  }
+  setup_->in[index].emplace(std::move(socket));
+  setup_->in_ready++;
+  CheckSetupDone();
+}
+
+void PeerRuntime::ConnectOut(std::uint64_t epoch, std::uint16_t index, const net::Member& to) {
+  auto socket = std::make_shared<asio::ip::tcp::socket>(io_);
+  auto resolver = std::make_shared<asio::ip::tcp::resolver>(io_);
+  auto frame = std::make_shared<std::vector<std::uint8_t>>();
+  net::Encode(net::DataHello{epoch, peer_id_, to.peer_id, index,
+                             static_cast<std::uint16_t>(epoch_.streams)},
+              frame.get());
+  PeerId next = to.peer_id;
+  auto fail = [this, epoch, next](const std::string& why) {
+    if (setup_ && setup_->epoch == epoch) FailSetup(next, SHOAL_ERR_PEER_LOST, why);
+  };
+  resolver->async_resolve(
+      to.host, std::to_string(to.port),
+      [this, socket, resolver, frame, epoch, index, fail](
+          const asio::error_code& ec, asio::ip::tcp::resolver::results_type results) {
+        if (!setup_ || setup_->epoch != epoch) return;
+        if (ec) {
+          fail("cannot resolve the next neighbour: " + ec.message());
+          return;
+        }
+        asio::async_connect(
+            *socket, results,
+            [this, socket, frame, epoch, index, fail](const asio::error_code& ec, const auto&) {
+              if (!setup_ || setup_->epoch != epoch) return;
+              if (ec) {
+                fail("cannot connect to the next neighbour: " + ec.message());
+                return;
+              }
+              net::TuneSocket(*socket);
+              asio::async_write(*socket, asio::buffer(*frame),
+                                [this, socket, frame, epoch, index, fail](
+                                    const asio::error_code& ec, std::size_t) {
+                                  if (!setup_ || setup_->epoch != epoch) return;
+                                  if (ec) {
+                                    fail("cannot greet the next neighbour: " + ec.message());
+                                    return;
+                                  }
+                                  setup_->out[index].emplace(std::move(*socket));
+                                  setup_->out_ready++;
+                                  CheckSetupDone();
+                                });
+            });
+      });
+}
+
+void PeerRuntime::CheckSetupDone() {
+  if (!setup_ || setup_->reported) return;
+  if (setup_->out_ready == setup_->out.size() && setup_->in_ready == setup_->in.size()) {
+    setup_->reported = true;
+    if (setup_->timer) setup_->timer->cancel();
+    Send(net::EpochReady{setup_->epoch, true, 0, SHOAL_OK});
+  }
+}
+
+void PeerRuntime::FailSetup(PeerId suspect, shoal_status code, const std::string& why) {
+  if (!setup_ || setup_->reported) return;
+  setup_->reported = true;
+  spdlog::warn("peer {}: setup of epoch {} failed: {}", Hex(peer_id_), setup_->epoch, why);
+  Send(net::EpochReady{setup_->epoch, false, suspect, code});
+}
+
+}  // namespace shoal::comm

@@ -1,0 +1,163 @@
+// PeerRuntime: one peer of a shoal group — the peer side of docs/protocol.md.
+//
+// It owns an io thread (Asio) that runs everything: the control connection to the coordinator
+// (Hello, heartbeats, barriers, verdicts), the data listener, the setup of each epoch's data
+// streams, and the RingEngine of the committed epoch. User threads never touch that state: they
+// post work to the io thread and wait on Completions with deadlines.
+//
+// The rule that keeps user memory safe: a collective's Completion is set only on the io thread,
+// and only after the engine has stopped touching its buffers (the op finished, or the engine was
+// stopped first).
+//
+// Thread safety: public methods are thread-safe. Lifetime: shared_ptr; Close() before the last
+// reference goes (the destructor of the Communicator does it).
+#pragma once
+
+#include <asio.hpp>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "shoal/collective/engine.h"
+#include "shoal/comm/completion.h"
+#include "shoal/common/clock.h"
+#include "shoal/common/status.h"
+#include "shoal/net/framed_connection.h"
+#include "shoal/net/messages.h"
+#include "shoal/shoal.hpp"
+
+namespace shoal::comm {
+
+// A collective in flight, shared by the io thread and the waiting user thread.
+struct OpRequest {
+  std::uint64_t epoch = 0;
+  collective::OpKey key;
+  Deadline deadline = Deadline::Never();
+  Completion completion;
+  bool locally_done = false;  // io thread only
+};
+
+class PeerRuntime : public std::enable_shared_from_this<PeerRuntime> {
+ public:
+  static Status Create(const Options& options, std::shared_ptr<PeerRuntime>* out);
+  ~PeerRuntime();
+
+  Status UpdateTopology(Deadline deadline);
+  Status StartAllReduce(const collective::RingAllReduceParams& params, std::uint64_t tag,
+                        Deadline deadline, std::shared_ptr<OpRequest>* out);
+  // Waits for `op` until `wait_deadline`; past the op's own deadline it asks for the verdict and
+  // waits at most verdict_grace_ms more. Returns SHOAL_ERR_TIMEOUT only for an early wait_deadline.
+  Status Wait(const std::shared_ptr<OpRequest>& op, Deadline wait_deadline);
+  Status Leave(Deadline deadline);
+  // Leaves if needed and stops the io thread. Idempotent.
+  void Close();
+
+  PeerId peer_id() const { return peer_id_; }
+  struct Snapshot {
+    std::uint64_t epoch = 0;
+    std::vector<PeerId> members;
+    std::uint32_t rank = 0;
+    bool member = false;
+  };
+  Snapshot snapshot() const;
+
+ private:
+  enum class Phase { kConnecting, kPending, kSettingUp, kMember, kClosed };
+
+  // The data streams being opened for a proposed epoch.
+  struct Setup {
+    std::uint64_t epoch = 0;
+    std::vector<std::optional<asio::ip::tcp::socket>> out;
+    std::vector<std::optional<asio::ip::tcp::socket>> in;
+    std::size_t out_ready = 0;
+    std::size_t in_ready = 0;
+    bool reported = false;
+    std::unique_ptr<asio::steady_timer> timer;
+  };
+  // The epoch this peer is in (proposed or committed).
+  struct Epoch {
+    std::uint64_t number = 0;
+    std::vector<net::Member> members;
+    std::uint32_t rank = 0;
+    PeerId prev = 0;
+    PeerId next = 0;
+    std::uint32_t streams = 1;
+    std::uint32_t segment_bytes = 1u << 20;
+    bool committed = false;
+    bool broken = false;
+    Status abort_reason;
+    bool fault_sent = false;
+    bool barrier_sent = false;
+    std::shared_ptr<collective::RingEngine> engine;
+    std::map<std::uint64_t, std::uint64_t> next_seq;  // per tag
+    std::map<collective::OpKey, std::shared_ptr<OpRequest>> ops;
+  };
+
+  explicit PeerRuntime(const Options& options);
+  Status Start(Deadline deadline);
+
+  // io thread only, below.
+  void OnControlMessage(net::Message&& m);
+  void OnControlLost(const Status& why);
+  void Handle(const net::Welcome& m);
+  void Handle(const net::Reject& m);
+  void Handle(const net::TopologyUnchanged& m);
+  void Handle(const net::EpochPropose& m);
+  void Handle(const net::EpochCommit& m);
+  void Handle(const net::OpCommit& m);
+  void Handle(const net::EpochAbort& m);
+  void Handle(const net::Removed& m);
+  void Handle(const net::Error& m);
+  void Unexpected(const net::Message& m);
+
+  void AcceptNext();
+  void ReadDataHello(std::shared_ptr<asio::ip::tcp::socket> socket);
+  void OnDataHello(const net::DataHello& hello, asio::ip::tcp::socket socket);
+  void PlaceIncoming(asio::ip::tcp::socket socket, std::uint16_t index);
+  void ConnectOut(std::uint64_t epoch, std::uint16_t index, const net::Member& to);
+  void CheckSetupDone();
+  void FailSetup(PeerId suspect, shoal_status code, const std::string& why);
+  void TearDownEpoch(const Status& reason);
+  void FailOps(const Status& reason);
+  void CompleteUpdates(const Status& status);
+  void SendFault(PeerId suspect, shoal_status code, const std::string& detail);
+  void OnEngineFault(std::uint64_t epoch, const Status& why);
+  void OnOpDone(std::uint64_t epoch, collective::OpKey key);
+  void OnOpDeadline(std::shared_ptr<OpRequest> op);
+  void ForceFail(std::shared_ptr<OpRequest> op, const Status& status);
+  void HeartbeatTick();
+  void PublishSnapshot();
+  void Send(const net::Message& m);
+
+  const Options options_;
+  PeerId peer_id_ = 0;
+  asio::io_context io_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+  std::thread thread_;
+  asio::ip::tcp::acceptor acceptor_;
+  std::uint16_t data_port_ = 0;
+  std::shared_ptr<net::FramedConnection> control_;
+  asio::steady_timer heartbeat_timer_;
+  TimeMs last_received_ms_ = 0;
+  std::uint32_t heartbeat_interval_ms_ = 250;
+  std::uint32_t heartbeat_timeout_ms_ = 3000;
+
+  // io thread state.
+  Phase phase_ = Phase::kConnecting;
+  Status closed_reason_;
+  Epoch epoch_;
+  std::optional<Setup> setup_;
+  std::map<std::uint64_t, std::vector<std::pair<std::uint16_t, asio::ip::tcp::socket>>> held_;
+  std::vector<std::shared_ptr<Completion>> update_waiters_;
+  std::shared_ptr<Completion> welcome_;
+
+  mutable std::mutex snapshot_mu_;
+  Snapshot snapshot_;  // guarded by snapshot_mu_
+  std::once_flag close_once_;
+};
+
+}  // namespace shoal::comm

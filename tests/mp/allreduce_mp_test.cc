@@ -1,0 +1,281 @@
+// Multi-process all-reduce tests: a real shoal-coord and real shoal_test_peer processes on
+// 127.0.0.1. Every wait has a deadline; every process is killed and reaped by its ChildProcess
+// destructor, also when an assertion fails.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <memory>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include "mp/test_util.h"
+
+namespace shoal::mp {
+namespace {
+
+// One output line "WORD key=value ..." of a test peer.
+struct Line {
+  std::string word;
+  std::map<std::string, std::string> kv;
+  std::string get(const std::string& k) const {
+    auto it = kv.find(k);
+    return it == kv.end() ? "" : it->second;
+  }
+  long long num(const std::string& k) const { return std::stoll(get(k), nullptr, 0); }
+};
+
+std::vector<Line> ParseLines(const std::string& text) {
+  std::vector<Line> out;
+  std::istringstream in(text);
+  std::string raw;
+  while (std::getline(in, raw)) {
+    std::istringstream words(raw);
+    Line l;
+    if (!(words >> l.word)) continue;
+    if (l.word != "READY" && l.word != "MEMBER" && l.word != "START" && l.word != "RESULT" &&
+        l.word != "LEFT" && l.word != "DONE" && l.word != "ERROR") {
+      continue;  // log lines
+    }
+    std::string w;
+    while (words >> w) {
+      auto eq = w.find('=');
+      if (eq != std::string::npos) l.kv[w.substr(0, eq)] = w.substr(eq + 1);
+    }
+    out.push_back(std::move(l));
+  }
+  return out;
+}
+
+class Swarm {
+ public:
+  Swarm() {
+    coord_ = std::make_unique<ChildProcess>();
+    std::string port_file = dir_.path() + "/coord.port";
+    Status s = coord_->Spawn({SHOAL_COORD_BIN, "--host", "127.0.0.1", "--port", "0",
+                              "--port-file", port_file, "--log-level", "info"},
+                             dir_.path() + "/coord.out", dir_.path() + "/coord.err");
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    s = ReadPortFile(port_file, Deadline::After(10000), coord_.get(), &port_);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+  }
+
+  // Starts a peer; returns its index.
+  int StartPeer(std::vector<std::string> args) {
+    int i = static_cast<int>(peers_.size());
+    std::vector<std::string> argv = {SHOAL_TEST_PEER_BIN, "--coord-port", std::to_string(port_),
+                                     "--log-level", "info"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    peers_.push_back(std::make_unique<ChildProcess>());
+    Status s = peers_.back()->Spawn(argv, OutPath(i), dir_.path() + "/peer" + std::to_string(i) + ".err");
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return i;
+  }
+
+  std::string OutPath(int i) const { return dir_.path() + "/peer" + std::to_string(i) + ".out"; }
+  std::vector<Line> Lines(int i) const { return ParseLines(ReadWholeFile(OutPath(i))); }
+  ChildProcess& peer(int i) { return *peers_[i]; }
+  int peers() const { return static_cast<int>(peers_.size()); }
+
+  // Waits until `pred(lines of peer i)` holds, polling the output file (the peers print as they
+  // go). Returns false at the deadline.
+  template <typename Pred>
+  bool WaitFor(int i, Pred pred, TimeMs timeout_ms) {
+    Deadline d = Deadline::After(timeout_ms);
+    while (!pred(Lines(i))) {
+      if (d.passed() || !peers_[i]->Running()) return pred(Lines(i));
+      PollOne(-1, 0, Deadline::After(20));  // a short bounded pause between reads of the file
+    }
+    return true;
+  }
+
+  // Waits for peer i to exit; returns its wait status or -1.
+  int WaitExit(int i, TimeMs timeout_ms) {
+    auto st = peers_[i]->WaitExit(Deadline::After(timeout_ms));
+    return st ? *st : -1;
+  }
+
+  std::string Diagnostics() const {
+    std::string s;
+    for (int i = 0; i < peers(); i++) {
+      s += "--- peer " + std::to_string(i) + " stdout\n" + ReadWholeFile(OutPath(i)).substr(0, 4000);
+      s += "--- peer " + std::to_string(i) + " stderr (tail)\n";
+      std::string err = ReadWholeFile(dir_.path() + "/peer" + std::to_string(i) + ".err");
+      s += err.size() > 3000 ? err.substr(err.size() - 3000) : err;
+    }
+    std::string c = ReadWholeFile(dir_.path() + "/coord.err");
+    s += "--- coordinator stderr (tail)\n" + (c.size() > 3000 ? c.substr(c.size() - 3000) : c);
+    return s;
+  }
+
+ private:
+  TempDir dir_;
+  std::unique_ptr<ChildProcess> coord_;
+  std::uint16_t port_ = 0;
+  std::vector<std::unique_ptr<ChildProcess>> peers_;
+};
+
+bool Exited0(int status) { return status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0; }
+
+// Every successful result of the same collective (epoch, k, dtype, op) has the same hash on every
+// peer that reported it, and each such collective was reported by exactly n peers.
+void ExpectBitIdentical(Swarm& swarm) {
+  std::map<std::string, std::set<std::string>> hashes;
+  std::map<std::string, int> reporters;
+  std::map<std::string, int> expected_n;
+  for (int i = 0; i < swarm.peers(); i++) {
+    for (const Line& l : swarm.Lines(i)) {
+      if (l.word != "RESULT" || l.get("status") != "0") continue;
+      EXPECT_EQ(l.get("check"), "ok") << "peer " << i << " step " << l.get("step");
+      std::string key = l.get("epoch") + "/" + l.get("k") + "/" + l.get("dtype") + "/" + l.get("op");
+      hashes[key].insert(l.get("hash"));
+      reporters[key]++;
+      expected_n[key] = static_cast<int>(l.num("n"));
+    }
+  }
+  EXPECT_FALSE(hashes.empty());
+  for (const auto& [key, set] : hashes) {
+    EXPECT_EQ(set.size(), 1u) << "members disagree on the bits of " << key;
+    EXPECT_EQ(reporters[key], expected_n[key]) << "not every member reported success for " << key;
+  }
+}
+
+class AllReduceMatrix : public ::testing::TestWithParam<int> {};
+
+TEST_P(AllReduceMatrix, EveryDtypeAndOpIsExactAndBitIdentical) {
+  const int n = GetParam();
+  Swarm swarm;
+  for (int i = 0; i < n; i++) {
+    swarm.StartPeer({"--expect", std::to_string(n), "--steps", "1", "--count", "1001", "--matrix",
+                     "--no-retry"});
+  }
+  for (int i = 0; i < n; i++) {
+    int st = swarm.WaitExit(i, 120000);
+    ASSERT_TRUE(Exited0(st)) << "peer " << i << " " << DescribeWaitStatus(st) << "\n"
+                             << swarm.Diagnostics();
+  }
+  ExpectBitIdentical(swarm);
+  int results = 0;
+  for (const Line& l : swarm.Lines(0)) results += l.word == "RESULT";
+  EXPECT_EQ(results, SHOAL_DTYPE_COUNT * SHOAL_REDUCE_OP_COUNT);
+}
+
+INSTANTIATE_TEST_SUITE_P(WorldSizes, AllReduceMatrix, ::testing::Values(2, 3, 4, 8));
+
+TEST(AllReduceFaults, SigkillMidAllReduceGivesEverySurvivorTheSameErrorThenRetrySucceeds) {
+  const int n = 4;
+  const int victim = 2;
+  Swarm swarm;
+  // 128 MiB of f32 per peer: long enough on loopback that the kill lands inside the op.
+  for (int i = 0; i < n; i++) {
+    swarm.StartPeer({"--expect", std::to_string(n), "--steps", "3", "--count", "33554432"});
+  }
+  // Wait until every peer has started step 1 (step 0 completed everywhere), then kill.
+  for (int i = 0; i < n; i++) {
+    ASSERT_TRUE(swarm.WaitFor(i, [](const std::vector<Line>& ls) {
+      for (const Line& l : ls) if (l.word == "START" && l.get("step") == "1") return true;
+      return false;
+    }, 120000)) << swarm.Diagnostics();
+  }
+  std::string victim_id;
+  for (const Line& l : swarm.Lines(victim)) if (l.word == "READY") victim_id = l.get("peer");
+  TimeMs killed_ms = MonotonicNowMs();
+  swarm.peer(victim).KillAndReap();
+
+  std::vector<TimeMs> error_ms, recovered_ms;
+  std::set<std::string> errors;
+  for (int i = 0; i < n; i++) {
+    if (i == victim) continue;
+    int st = swarm.WaitExit(i, 120000);
+    ASSERT_TRUE(Exited0(st)) << "peer " << i << " " << DescribeWaitStatus(st) << "\n"
+                             << swarm.Diagnostics();
+    bool failed = false;
+    for (const Line& l : swarm.Lines(i)) {
+      if (l.word != "RESULT" || l.get("step") != "1") continue;
+      if (l.get("status") != "0") {
+        failed = true;
+        errors.insert(l.get("status") + "/" + l.get("lost"));
+        error_ms.push_back(l.num("t_ms") - killed_ms);
+      } else if (failed) {
+        EXPECT_EQ(l.get("check"), "ok");
+        EXPECT_EQ(l.get("n"), "3");
+        recovered_ms.push_back(l.num("t_ms") - killed_ms);
+        break;
+      }
+    }
+    EXPECT_TRUE(failed) << "peer " << i << " saw no failure of step 1\n" << swarm.Diagnostics();
+  }
+  // Every survivor got the same status code, naming the killed peer.
+  ASSERT_EQ(errors.size(), 1u) << swarm.Diagnostics();
+  EXPECT_EQ(*errors.begin(), std::to_string(SHOAL_ERR_PEER_LOST) + "/" + victim_id);
+  ExpectBitIdentical(swarm);
+  for (std::size_t i = 0; i < error_ms.size(); i++) {
+    std::printf("survivor: error %lld ms after SIGKILL\n", static_cast<long long>(error_ms[i]));
+  }
+  for (std::size_t i = 0; i < recovered_ms.size(); i++) {
+    std::printf("survivor: next successful all-reduce %lld ms after SIGKILL\n",
+                static_cast<long long>(recovered_ms[i]));
+  }
+}
+
+TEST(AllReduceMembership, NewPeerJoinsARunningGroup) {
+  Swarm swarm;
+  for (int i = 0; i < 3; i++) {
+    swarm.StartPeer({"--expect", "3", "--steps", "40", "--count", "100000"});
+  }
+  ASSERT_TRUE(swarm.WaitFor(0, [](const std::vector<Line>& ls) {
+    for (const Line& l : ls) if (l.word == "RESULT" && l.get("step") == "3") return true;
+    return false;
+  }, 60000)) << swarm.Diagnostics();
+  int joiner = swarm.StartPeer({"--expect", "4", "--steps", "5", "--count", "100000"});
+  int st = swarm.WaitExit(joiner, 60000);
+  ASSERT_TRUE(Exited0(st)) << DescribeWaitStatus(st) << "\n" << swarm.Diagnostics();
+  for (int i = 0; i < 3; i++) {
+    st = swarm.WaitExit(i, 120000);
+    ASSERT_TRUE(Exited0(st)) << "peer " << i << " " << DescribeWaitStatus(st) << "\n"
+                             << swarm.Diagnostics();
+  }
+  // The joiner ran its steps in a group of 4, with the same bits as the members.
+  int joined_results = 0;
+  for (const Line& l : swarm.Lines(joiner)) {
+    if (l.word == "RESULT" && l.get("status") == "0") {
+      EXPECT_EQ(l.get("n"), "4");
+      joined_results++;
+    }
+  }
+  EXPECT_EQ(joined_results, 5);
+  ExpectBitIdentical(swarm);
+}
+
+TEST(AllReduceMembership, PeerLeavesCleanlyAndTheOthersGoOn) {
+  Swarm swarm;
+  for (int i = 0; i < 4; i++) {
+    std::vector<std::string> args = {"--expect", "4", "--steps", "8", "--count", "50000"};
+    if (i == 1) args.insert(args.end(), {"--leave-after", "3"});
+    swarm.StartPeer(args);
+  }
+  for (int i = 0; i < 4; i++) {
+    int st = swarm.WaitExit(i, 120000);
+    ASSERT_TRUE(Exited0(st)) << "peer " << i << " " << DescribeWaitStatus(st) << "\n"
+                             << swarm.Diagnostics();
+  }
+  bool left = false;
+  for (const Line& l : swarm.Lines(1)) left |= l.word == "LEFT";
+  EXPECT_TRUE(left);
+  // The others finished their steps, the last ones among three members.
+  for (int i : {0, 2, 3}) {
+    std::string last_n;
+    for (const Line& l : swarm.Lines(i)) {
+      if (l.word == "RESULT" && l.get("status") == "0") last_n = l.get("n");
+      // A failure caused by the leave names the leaver with PEER_LEFT.
+      if (l.word == "RESULT" && l.get("status") != "0") {
+        EXPECT_EQ(l.get("status"), std::to_string(SHOAL_ERR_PEER_LEFT));
+      }
+    }
+    EXPECT_EQ(last_n, "3") << "peer " << i;
+  }
+  ExpectBitIdentical(swarm);
+}
+
+}  // namespace
+}  // namespace shoal::mp
