@@ -14,9 +14,10 @@
 // Speed: Reduce dispatches once per call on (dtype, op) and then runs a loop that GCC auto-
 // vectorises at -O3 (set for this file in CMakeLists.txt). The f16/bf16 conversions are written as
 // integer arithmetic plus selects (no data-dependent branches) so that their loops vectorise too.
-// The conversions assume the default floating-point environment (round to nearest); they stay
-// correct if denormals-are-zero/flush-to-zero are on, because they never feed a subnormal into a
-// float operation whose result matters.
+// The conversions assume the default rounding mode (to nearest). They give the same bits with
+// denormals-are-zero/flush-to-zero on (checked over all inputs): their float operations never
+// produce a subnormal, and a subnormal f32 input rounds to a zero binary16 either way. (The f32
+// arithmetic of the reduction itself does follow DAZ/FTZ if a user's process turns them on.)
 #include "shoal/collective/reduce.h"
 
 #include <bit>

@@ -19,6 +19,7 @@
 // Value type; thread-compatible. All arithmetic is on 64-bit element counts.
 #pragma once
 
+#include <cassert>
 #include <cstddef>
 #include <cstdint>
 
@@ -43,8 +44,11 @@ class RingSchedule {
   std::uint64_t segments_per_step() const { return segments_per_step_; }
   std::uint64_t units() const { return steps() * segments_per_step_; }
 
+  // REQUIRES (here and below, for every function taking a unit): unit < units(). With count 0 or
+  // n 1 there are no units, so none of them may be called.
   ElemRange Chunk(std::uint32_t c) const;
   std::uint32_t StepOf(std::uint64_t unit) const {
+    assert(unit < units());
     return static_cast<std::uint32_t>(unit / segments_per_step_);
   }
   bool IsReduceScatter(std::uint64_t unit) const { return StepOf(unit) + 1 < n_; }

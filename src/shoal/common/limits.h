@@ -19,7 +19,8 @@ inline constexpr std::uint32_t kConnectionsMax = 4096;              // coordinat
 inline constexpr std::uint32_t kStreamsPerLinkMax = 64;
 inline constexpr std::uint32_t kSegmentBytesMin = 4096;
 inline constexpr std::uint32_t kSegmentBytesMax = 64u << 20;
-inline constexpr std::uint32_t kDataFramePayloadBytesMax = kSegmentBytesMax;
+inline constexpr std::uint32_t kSegmentHeaderBytes = 24;  // tag, seq, unit, desc
+inline constexpr std::uint32_t kDataFramePayloadBytesMax = kSegmentBytesMax + kSegmentHeaderBytes;
 inline constexpr std::uint64_t kCollectiveBytesMax = std::uint64_t{1} << 40;  // one collective, 1 TiB
 
 // A member entry is id (8) + port (2) + host length (2) + host; the whole list must fit one message.
@@ -28,7 +29,8 @@ static_assert(kMembersMax * kMemberEntryBytesMax + 64 <= kControlPayloadBytesMax
               "an epoch proposal with the most members must fit one control message");
 static_assert(kDetailBytesMax + 64 <= kControlPayloadBytesMax);
 static_assert(kSegmentBytesMin <= kSegmentBytesMax);
-static_assert(kDataFramePayloadBytesMax >= kSegmentBytesMax);
+static_assert(kDataFramePayloadBytesMax >= kSegmentBytesMax + kSegmentHeaderBytes,
+              "a full-size segment and its header fit one data frame");
 static_assert(kPendingMax + kMembersMax <= kConnectionsMax);
 
 }  // namespace shoal::limits

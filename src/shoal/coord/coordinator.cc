@@ -510,7 +510,7 @@ struct Coordinator::Impl {
     for (ConnId c : LiveMembers()) {
       if (peers.at(c).id == m.suspect) suspect = c;
     }
-    Demote(peers.at(suspect), m.code, "x");
+    FailSetup({suspect}, m.code, "could not set up the data connections of the epoch");
   }
 
   void Commit() {

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "shoal/common/limits.h"
 #include "shoal/common/status.h"
 #include "shoal/net/messages.h"
 
@@ -20,7 +21,7 @@ namespace shoal::net {
 inline constexpr std::uint32_t kMagic = 0x4c4f4853;  // "SHOL" in little-endian byte order
 inline constexpr std::uint16_t kProtocolVersion = 1;
 inline constexpr std::size_t kHeaderBytes = 12;
-inline constexpr std::size_t kSegmentHeaderBytes = 24;  // tag, seq, unit, desc
+inline constexpr std::size_t kSegmentHeaderBytes = limits::kSegmentHeaderBytes;
 
 struct FrameHeader {
   MsgType type = MsgType::kHeartbeat;
@@ -28,7 +29,8 @@ struct FrameHeader {
 };
 
 // Checks magic, version, that the type is known and that the payload is at most `payload_bytes_max`
-// (and, for control messages, at most limits::kControlPayloadBytesMax).
+// (and, for control messages, at most limits::kControlPayloadBytesMax); a DataSegment payload must
+// also hold at least its kSegmentHeaderBytes segment header.
 Status DecodeHeader(const std::uint8_t* bytes, std::uint32_t payload_bytes_max, FrameHeader* out);
 
 // Decodes the payload of a control or DataHello message. The payload must be consumed exactly.

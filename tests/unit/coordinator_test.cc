@@ -1,0 +1,963 @@
+// Unit tests of the coordinator state machine (coord/coordinator.h) against docs/protocol.md.
+//
+// The tests drive the Coordinator directly: connection events, decoded messages and ticks with a
+// hand-moved clock, and look at the outputs it returns. Connection c always carries peer id
+// Id(c). StateEventTable walks the whole (peer state x message) table, illegal moves included; the
+// other tests follow the protocol's paths one by one.
+#include "shoal/coord/coordinator.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <string>
+#include <tuple>
+#include <variant>
+#include <vector>
+
+namespace shoal::coord {
+namespace {
+
+using net::Message;
+
+constexpr PeerId Id(ConnId c) { return 0x5000 + c; }
+
+Config TestConfig() {
+  Config c;
+  c.heartbeat_interval_ms = 100;
+  c.heartbeat_timeout_ms = 1000;
+  c.hello_timeout_ms = 500;
+  c.barrier_timeout_ms = 2000;
+  c.setup_timeout_ms = 1500;
+  c.streams_per_link = 2;
+  c.segment_bytes = 1u << 16;
+  return c;
+}
+
+// Outputs of one event, with queries.
+struct Outs {
+  std::vector<Output> all;
+
+  template <class T>
+  std::vector<T> To(ConnId c) const {
+    std::vector<T> r;
+    for (const Output& o : all) {
+      if (o.kind == Output::Kind::kSend && o.conn == c && std::holds_alternative<T>(o.message)) {
+        r.push_back(std::get<T>(o.message));
+      }
+    }
+    return r;
+  }
+  // Connections that were sent a T, in output order.
+  template <class T>
+  std::vector<ConnId> Receivers() const {
+    std::vector<ConnId> r;
+    for (const Output& o : all) {
+      if (o.kind == Output::Kind::kSend && std::holds_alternative<T>(o.message)) r.push_back(o.conn);
+    }
+    return r;
+  }
+  template <class T>
+  bool Any() const {
+    return !Receivers<T>().empty();
+  }
+  bool Closed(ConnId c) const {
+    return std::any_of(all.begin(), all.end(), [c](const Output& o) {
+      return o.kind == Output::Kind::kClose && o.conn == c;
+    });
+  }
+  bool AnyClose() const {
+    return std::any_of(all.begin(), all.end(),
+                       [](const Output& o) { return o.kind == Output::Kind::kClose; });
+  }
+  // Nothing but heartbeats.
+  bool Quiet() const {
+    return std::all_of(all.begin(), all.end(), [](const Output& o) {
+      return o.kind == Output::Kind::kSend && std::holds_alternative<net::Heartbeat>(o.message);
+    });
+  }
+  // The connection was refused: Error{PROTOCOL} then Close.
+  bool Refused(ConnId c) const {
+    auto errors = To<net::Error>(c);
+    return errors.size() == 1 && errors[0].code == SHOAL_ERR_PROTOCOL && Closed(c);
+  }
+};
+
+std::vector<PeerId> Ids(std::initializer_list<ConnId> conns) {
+  std::vector<PeerId> r;
+  for (ConnId c : conns) r.push_back(Id(c));
+  return r;
+}
+
+std::vector<PeerId> MemberIds(const net::EpochPropose& p) {
+  std::vector<PeerId> r;
+  for (const net::Member& m : p.members) r.push_back(m.peer_id);
+  return r;
+}
+
+class CoordinatorTest : public ::testing::Test {
+ protected:
+  explicit CoordinatorTest(Config config = TestConfig()) : coord_(config) {}
+
+  void Connect(ConnId c) { coord_.OnConnect(c, now_); }
+  Outs Deliver(ConnId c, const Message& m) {
+    Outs o;
+    coord_.OnMessage(c, m, now_, &o.all);
+    return o;
+  }
+  Outs Drop(ConnId c) {
+    Outs o;
+    coord_.OnDisconnect(c, now_, &o.all);
+    return o;
+  }
+  Outs Advance(TimeMs ms) {
+    now_ += ms;
+    Outs o;
+    coord_.OnTick(now_, &o.all);
+    return o;
+  }
+  Outs Hello(ConnId c) {
+    Connect(c);
+    return Deliver(c, net::Hello{Id(c), "host" + std::to_string(c), static_cast<std::uint16_t>(c)});
+  }
+  Outs Ready(ConnId c, std::uint64_t e) { return Deliver(c, net::EpochReady{e, true, 0, SHOAL_OK}); }
+  Outs Fail(ConnId c, std::uint64_t e, PeerId suspect, shoal_status code) {
+    return Deliver(c, net::EpochReady{e, false, suspect, code});
+  }
+  Outs Update(ConnId c, std::uint64_t e) { return Deliver(c, net::UpdateTopology{e}); }
+  Outs Result(ConnId c, std::uint64_t e, std::uint64_t tag, std::uint64_t seq) {
+    return Deliver(c, net::OpResult{e, tag, seq});
+  }
+  Outs Fault(ConnId c, std::uint64_t e, PeerId suspect, shoal_status code) {
+    return Deliver(c, net::EpochFault{e, suspect, code, 0, 0, "test"});
+  }
+  std::uint64_t Epoch() const { return coord_.view().epoch; }
+
+  // Lets `ms` pass in 100 ms ticks; before each tick the peers on `alive` send a heartbeat.
+  // Returns every output of the ticks.
+  Outs Pass(TimeMs ms, std::initializer_list<ConnId> alive) {
+    Outs all;
+    for (TimeMs t = 0; t < ms; t += 100) {
+      for (ConnId c : alive) {
+        Outs o = Deliver(c, net::Heartbeat{});
+        all.all.insert(all.all.end(), o.all.begin(), o.all.end());
+      }
+      Outs o = Advance(100);
+      all.all.insert(all.all.end(), o.all.begin(), o.all.end());
+    }
+    return all;
+  }
+
+  // Readies every peer of the current proposal; returns the outputs of the last one.
+  Outs ReadyAll(const std::vector<ConnId>& conns) {
+    std::uint64_t e = Epoch();
+    Outs o;
+    for (ConnId c : conns) o = Ready(c, e);
+    return o;
+  }
+
+  // Makes a committed epoch with `conns` as members in this ring order: the first peer starts the
+  // empty group, the others join at its barrier. Returns the epoch number.
+  std::uint64_t StartGroup(const std::vector<ConnId>& conns) {
+    Outs o = Hello(conns[0]);
+    EXPECT_EQ(o.To<net::EpochPropose>(conns[0]).size(), 1u);
+    EXPECT_EQ(ReadyAll({conns[0]}).To<net::EpochCommit>(conns[0]).size(), 1u);
+    if (conns.size() > 1) {
+      for (std::size_t i = 1; i < conns.size(); ++i) Hello(conns[i]);
+      o = Update(conns[0], Epoch());
+      EXPECT_EQ(o.Receivers<net::EpochPropose>(), conns);
+      o = ReadyAll(conns);
+      EXPECT_EQ(o.Receivers<net::EpochCommit>(), conns);
+    }
+    View v = coord_.view();
+    EXPECT_TRUE(v.committed);
+    EXPECT_FALSE(v.broken);
+    return v.epoch;
+  }
+
+  Coordinator coord_;
+  TimeMs now_ = 100'000;
+};
+
+// ---- Admission -------------------------------------------------------------------------------
+
+TEST_F(CoordinatorTest, FirstPeerIsWelcomedAndStartsTheEmptyGroup) {
+  Outs o = Hello(1);
+  ASSERT_EQ(o.all.size(), 2u);
+  auto welcome = o.To<net::Welcome>(1);
+  ASSERT_EQ(welcome.size(), 1u);
+  EXPECT_EQ(welcome[0].peer_id, Id(1));
+  EXPECT_EQ(welcome[0].heartbeat_interval_ms, 100u);
+  EXPECT_EQ(welcome[0].heartbeat_timeout_ms, 1000u);
+  EXPECT_TRUE(std::holds_alternative<net::Welcome>(o.all[0].message));  // Welcome first
+  auto propose = o.To<net::EpochPropose>(1);
+  ASSERT_EQ(propose.size(), 1u);
+  EXPECT_EQ(propose[0].epoch, 1u);
+  EXPECT_EQ(propose[0].streams_per_link, 2u);
+  EXPECT_EQ(propose[0].segment_bytes, 1u << 16);
+  ASSERT_EQ(propose[0].members.size(), 1u);
+  EXPECT_EQ(propose[0].members[0], (net::Member{Id(1), "host1", 1}));
+  View v = coord_.view();
+  EXPECT_EQ(v.epoch, 1u);
+  EXPECT_FALSE(v.committed);
+  EXPECT_EQ(v.members, Ids({1}));
+  EXPECT_TRUE(v.pending.empty());
+
+  o = Ready(1, 1);
+  EXPECT_EQ(o.To<net::EpochCommit>(1).size(), 1u);
+  EXPECT_TRUE(coord_.view().committed);
+}
+
+TEST_F(CoordinatorTest, PeersArrivingDuringTheFirstSetupWaitForTheBarrier) {
+  Hello(1);
+  Outs o = Hello(2);
+  EXPECT_EQ(o.To<net::Welcome>(2).size(), 1u);
+  EXPECT_FALSE(o.Any<net::EpochPropose>());
+  EXPECT_EQ(coord_.view().pending, Ids({2}));
+  o = Ready(1, 1);
+  EXPECT_EQ(o.Receivers<net::EpochCommit>(), std::vector<ConnId>{1});
+  o = Update(1, 1);
+  auto p = o.To<net::EpochPropose>(2);
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_EQ(p[0].epoch, 2u);
+  EXPECT_EQ(MemberIds(p[0]), Ids({1, 2}));
+}
+
+TEST_F(CoordinatorTest, PeerIdZeroIsRejected) {
+  Connect(1);
+  Outs o = Deliver(1, net::Hello{0, "h", 1});
+  ASSERT_EQ(o.To<net::Reject>(1).size(), 1u);
+  EXPECT_TRUE(o.Closed(1));
+  EXPECT_EQ(coord_.view().epoch, 0u);
+  EXPECT_TRUE(Drop(1).all.empty());  // forgotten
+}
+
+TEST_F(CoordinatorTest, DuplicateLivePeerIdIsRejectedAndTheFirstKeepsItsPlace) {
+  StartGroup({1});
+  Connect(2);
+  Outs o = Deliver(2, net::Hello{Id(1), "elsewhere", 9});
+  auto reject = o.To<net::Reject>(2);
+  ASSERT_EQ(reject.size(), 1u);
+  EXPECT_EQ(reject[0].code, SHOAL_ERR_REJECTED);
+  EXPECT_TRUE(o.Closed(2));
+  EXPECT_FALSE(o.Closed(1));
+  EXPECT_TRUE(Result(1, 1, 0, 0).To<net::OpCommit>(1).size() == 1u);  // the member still works
+}
+
+TEST_F(CoordinatorTest, SamePeerIdIsAcceptedAgainOnceTheFirstConnectionIsGone) {
+  StartGroup({1, 2});
+  Drop(2);
+  Connect(3);
+  Outs o = Deliver(3, net::Hello{Id(2), "h", 2});
+  EXPECT_EQ(o.To<net::Welcome>(3).size(), 1u);
+  EXPECT_EQ(coord_.view().pending, std::vector<PeerId>{Id(2)});
+}
+
+TEST_F(CoordinatorTest, TooManyPendingPeersAreRejected) {
+  Config c = TestConfig();
+  c.max_pending = 2;
+  Coordinator coord(c);
+  std::vector<Output> out;
+  for (ConnId conn = 1; conn <= 4; ++conn) {
+    coord.OnConnect(conn, 0);
+    out.clear();
+    coord.OnMessage(conn, net::Hello{Id(conn), "h", 1}, 0, &out);
+  }
+  // Peer 1 is proposed at once (not pending), 2 and 3 are pending, 4 is one too many.
+  ASSERT_FALSE(out.empty());
+  EXPECT_TRUE(std::holds_alternative<net::Reject>(out[0].message));
+  EXPECT_EQ(out.back().kind, Output::Kind::kClose);
+  EXPECT_EQ(coord.view().pending, Ids({2, 3}));
+}
+
+TEST_F(CoordinatorTest, HelloTimeoutClosesSilentConnections) {
+  Connect(1);
+  EXPECT_FALSE(Advance(499).Closed(1));
+  Outs o = Advance(1);
+  EXPECT_TRUE(o.Closed(1));
+  EXPECT_FALSE(o.Any<net::Heartbeat>());  // never welcomed: no heartbeats
+  EXPECT_TRUE(Drop(1).all.empty());
+}
+
+TEST_F(CoordinatorTest, MaxMembersCapsAdmission) {
+  Config c = TestConfig();
+  c.max_members = 2;
+  Coordinator coord(c);
+  std::vector<Output> out;
+  for (ConnId conn = 1; conn <= 3; ++conn) {
+    coord.OnConnect(conn, 0);
+    coord.OnMessage(conn, net::Hello{Id(conn), "h", 1}, 0, &out);
+  }
+  coord.OnMessage(1, net::EpochReady{1, true, 0, SHOAL_OK}, 0, &out);
+  out.clear();
+  coord.OnMessage(1, net::UpdateTopology{1}, 0, &out);
+  EXPECT_EQ(coord.view().members, Ids({1, 2}));
+  EXPECT_EQ(coord.view().pending, Ids({3}));
+  coord.OnMessage(1, net::EpochReady{2, true, 0, SHOAL_OK}, 0, &out);
+  coord.OnMessage(2, net::EpochReady{2, true, 0, SHOAL_OK}, 0, &out);
+  out.clear();
+  coord.OnMessage(1, net::UpdateTopology{2}, 0, &out);
+  coord.OnMessage(2, net::UpdateTopology{2}, 0, &out);
+  // Full: the list is the same, so the epoch stays.
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_TRUE(std::holds_alternative<net::TopologyUnchanged>(out[0].message));
+}
+
+// ---- The (state x event) table ---------------------------------------------------------------
+
+enum class Subject { kHandshaking, kPending, kProposed, kReady, kMember };
+enum class Verdict {
+  kAccepted,  // no Error, no Close
+  kRefused,   // Error{PROTOCOL} and Close
+  kClosed,    // Close without Error (Leave)
+};
+
+const char* SubjectName(Subject s) {
+  switch (s) {
+    case Subject::kHandshaking: return "Handshaking";
+    case Subject::kPending: return "Pending";
+    case Subject::kProposed: return "Proposed";
+    case Subject::kReady: return "Ready";
+    case Subject::kMember: return "Member";
+  }
+  return "?";
+}
+
+// Every message type, with the epoch number filled in with the coordinator's current one.
+std::vector<Message> AllMessages(PeerId self, std::uint64_t e) {
+  return {net::Hello{self, "h", 1},
+          net::Welcome{self, 1, 2},
+          net::Reject{},
+          net::Heartbeat{},
+          net::UpdateTopology{e},
+          net::TopologyUnchanged{e},
+          net::EpochPropose{e, 1, 4096, {}},
+          net::EpochReady{e, true, 0, SHOAL_OK},
+          net::EpochCommit{e},
+          net::OpResult{e, 7, 0},
+          net::OpCommit{e, 7, 0},
+          net::EpochFault{e, self, SHOAL_ERR_TIMEOUT, 7, 0, "x"},
+          net::EpochAbort{e, SHOAL_ERR_PEER_LOST, self},
+          net::Leave{},
+          net::Removed{},
+          net::Error{},
+          net::DataHello{e, self, self, 0, 1}};
+}
+
+Verdict Expected(Subject s, net::MsgType t) {
+  using net::MsgType;
+  switch (t) {
+    case MsgType::kHello: return s == Subject::kHandshaking ? Verdict::kAccepted : Verdict::kRefused;
+    case MsgType::kHeartbeat:
+      return s == Subject::kHandshaking ? Verdict::kRefused : Verdict::kAccepted;
+    case MsgType::kUpdateTopology:  // only a committed member may enter the barrier of its epoch
+      return s == Subject::kMember ? Verdict::kAccepted : Verdict::kRefused;
+    case MsgType::kEpochReady:  // once per proposal, from a peer in it
+      return s == Subject::kProposed ? Verdict::kAccepted : Verdict::kRefused;
+    case MsgType::kOpResult:
+    case MsgType::kEpochFault:
+      return s == Subject::kMember ? Verdict::kAccepted : Verdict::kRefused;
+    case MsgType::kLeave: return s == Subject::kHandshaking ? Verdict::kRefused : Verdict::kClosed;
+    case MsgType::kWelcome:
+    case MsgType::kReject:
+    case MsgType::kTopologyUnchanged:
+    case MsgType::kEpochPropose:
+    case MsgType::kEpochCommit:
+    case MsgType::kOpCommit:
+    case MsgType::kEpochAbort:
+    case MsgType::kRemoved:
+    case MsgType::kError:
+    case MsgType::kDataHello:
+    case MsgType::kDataSegment: return Verdict::kRefused;
+  }
+  return Verdict::kRefused;
+}
+
+class StateEventTable : public CoordinatorTest,
+                        public ::testing::WithParamInterface<std::tuple<Subject, int>> {
+ protected:
+  // Puts connection 9 in the state under test; 1 and 2 are members around it where needed.
+  void Arrange(Subject s) {
+    switch (s) {
+      case Subject::kHandshaking:
+        StartGroup({1, 2});
+        Connect(9);
+        return;
+      case Subject::kPending:
+        StartGroup({1, 2});
+        Hello(9);
+        return;
+      case Subject::kProposed:
+        StartGroup({1, 2});
+        Hello(9);
+        Update(1, Epoch());
+        Update(2, Epoch());
+        return;
+      case Subject::kReady:
+        Arrange(Subject::kProposed);
+        Ready(9, Epoch());
+        return;
+      case Subject::kMember: StartGroup({1, 2, 9}); return;
+    }
+  }
+};
+
+TEST_P(StateEventTable, Verdict) {
+  auto [subject, index] = GetParam();
+  Arrange(subject);
+  Message m = AllMessages(Id(9), Epoch())[index];
+  View before = coord_.view();
+  Outs o = Deliver(9, m);
+  Verdict want = Expected(subject, net::TypeOf(m));
+  switch (want) {
+    case Verdict::kAccepted:
+      EXPECT_TRUE(o.To<net::Error>(9).empty());
+      EXPECT_FALSE(o.Closed(9));
+      break;
+    case Verdict::kRefused:
+      EXPECT_TRUE(o.Refused(9));
+      EXPECT_TRUE(Drop(9).all.empty());  // forgotten once closed
+      break;
+    case Verdict::kClosed:
+      EXPECT_TRUE(o.To<net::Error>(9).empty());
+      EXPECT_TRUE(o.Closed(9));
+      EXPECT_TRUE(Drop(9).all.empty());
+      break;
+  }
+  // The rest of the group is still served: an illegal move costs the group at most the sender.
+  View after = coord_.view();
+  EXPECT_GE(after.highest_epoch, before.highest_epoch);
+  EXPECT_FALSE(o.Closed(1));
+  EXPECT_FALSE(o.Closed(2));
+  if (subject == Subject::kMember && want == Verdict::kRefused) {
+    auto abort = o.To<net::EpochAbort>(1);
+    ASSERT_EQ(abort.size(), 1u);
+    EXPECT_EQ(abort[0].code, SHOAL_ERR_PEER_LOST);
+    EXPECT_EQ(abort[0].lost_peer, Id(9));
+  }
+  if ((subject == Subject::kProposed || subject == Subject::kReady) &&
+      want != Verdict::kAccepted) {
+    auto p = o.To<net::EpochPropose>(1);  // the rest is proposed again
+    ASSERT_EQ(p.size(), 1u);
+    EXPECT_EQ(MemberIds(p[0]), Ids({1, 2}));
+    EXPECT_EQ(p[0].epoch, before.epoch + 1);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllStatesAllMessages, StateEventTable,
+    ::testing::Combine(::testing::Values(Subject::kHandshaking, Subject::kPending,
+                                         Subject::kProposed, Subject::kReady, Subject::kMember),
+                       ::testing::Range(0, 17)),
+    [](const ::testing::TestParamInfo<std::tuple<Subject, int>>& info) {
+      Message m = AllMessages(1, 1)[std::get<1>(info.param)];
+      return std::string(SubjectName(std::get<0>(info.param))) + "_" +
+             net::MsgTypeName(net::TypeOf(m));
+    });
+
+// ---- Epoch setup -----------------------------------------------------------------------------
+
+TEST_F(CoordinatorTest, CommitOnlyWhenEveryProposedPeerIsReady) {
+  StartGroup({1});
+  Hello(2);
+  Hello(3);
+  Update(1, 1);
+  EXPECT_TRUE(Ready(1, 2).Quiet());
+  EXPECT_TRUE(Ready(3, 2).Quiet());
+  EXPECT_FALSE(coord_.view().committed);
+  Outs o = Ready(2, 2);
+  EXPECT_EQ(o.Receivers<net::EpochCommit>(), (std::vector<ConnId>{1, 2, 3}));
+  View v = coord_.view();
+  EXPECT_TRUE(v.committed);
+  EXPECT_EQ(v.members, Ids({1, 2, 3}));
+}
+
+TEST_F(CoordinatorTest, FailedReadyDemotesTheSuspectAndProposesTheRest) {
+  StartGroup({1});
+  Hello(2);
+  Hello(3);
+  Update(1, 1);
+  Hello(4);  // arrives during the setup: not part of the re-proposal
+  Ready(1, 2);
+  Outs o = Fail(2, 2, Id(3), SHOAL_ERR_PEER_LOST);
+  auto removed = o.To<net::Removed>(3);
+  ASSERT_EQ(removed.size(), 1u);
+  EXPECT_EQ(removed[0].code, SHOAL_ERR_PEER_LOST);
+  EXPECT_FALSE(o.Closed(3));
+  EXPECT_EQ(o.Receivers<net::EpochPropose>(), (std::vector<ConnId>{1, 2}));
+  EXPECT_EQ(MemberIds(o.To<net::EpochPropose>(1)[0]), Ids({1, 2}));
+  View v = coord_.view();
+  EXPECT_EQ(v.epoch, 3u);
+  EXPECT_EQ(v.pending, Ids({4, 3}));  // the demoted peer queues behind the waiting one
+  // Readies of the abandoned proposal are stale and ignored.
+  EXPECT_TRUE(Ready(1, 2).Quiet());
+  EXPECT_TRUE(Ready(3, 2).Quiet());
+  ReadyAll({1, 2});
+  EXPECT_TRUE(coord_.view().committed);
+}
+
+TEST_F(CoordinatorTest, FailedReadyNamingAnOutsiderDemotesTheReporter) {
+  StartGroup({1});
+  Hello(2);
+  Update(1, 1);
+  Outs o = Fail(2, 2, 0xdead, SHOAL_ERR_TIMEOUT);
+  EXPECT_EQ(o.To<net::Removed>(2).size(), 1u);
+  EXPECT_EQ(o.Receivers<net::EpochPropose>(), std::vector<ConnId>{1});
+}
+
+TEST_F(CoordinatorTest, LossDuringSetupProposesTheRestWithoutRemoved) {
+  StartGroup({1});
+  Hello(2);
+  Hello(3);
+  Update(1, 1);
+  Ready(2, 2);
+  Outs o = Drop(2);
+  EXPECT_FALSE(o.AnyClose());
+  EXPECT_FALSE(o.Any<net::Removed>());
+  EXPECT_EQ(o.Receivers<net::EpochPropose>(), (std::vector<ConnId>{1, 3}));
+  EXPECT_EQ(coord_.view().epoch, 3u);
+}
+
+TEST_F(CoordinatorTest, LeaveDuringSetupProposesTheRest) {
+  StartGroup({1});
+  Hello(2);
+  Update(1, 1);
+  Outs o = Deliver(2, net::Leave{});
+  EXPECT_TRUE(o.Closed(2));
+  EXPECT_EQ(o.Receivers<net::EpochPropose>(), std::vector<ConnId>{1});
+}
+
+TEST_F(CoordinatorTest, SetupTimeoutDemotesThePeersThatAreNotReady) {
+  StartGroup({1});
+  Hello(2);
+  Hello(3);
+  Update(1, 1);
+  Ready(1, 2);
+  Ready(3, 2);
+  EXPECT_FALSE(Pass(1400, {1, 2, 3}).Any<net::Removed>());
+  Outs o = Pass(100, {1, 2, 3});
+  auto removed = o.To<net::Removed>(2);
+  ASSERT_EQ(removed.size(), 1u);
+  EXPECT_EQ(removed[0].code, SHOAL_ERR_TIMEOUT);
+  EXPECT_EQ(o.Receivers<net::EpochPropose>(), (std::vector<ConnId>{1, 3}));
+  // The late ready is stale now.
+  EXPECT_TRUE(Ready(2, 2).Quiet());
+}
+
+TEST_F(CoordinatorTest, AGroupWithNoOneLeftStartsOverFromThePendingPeers) {
+  Hello(1);
+  Hello(2);  // pending while 1 sets up alone
+  Outs o = Drop(1);
+  auto p = o.To<net::EpochPropose>(2);
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_EQ(p[0].epoch, 2u);
+  EXPECT_EQ(MemberIds(p[0]), Ids({2}));
+}
+
+TEST_F(CoordinatorTest, SetupTimeoutOfTheOnlyPeerProposesItAgainWithANewNumber) {
+  Hello(1);
+  Outs o = Pass(1400, {1});
+  EXPECT_FALSE(o.Any<net::Removed>());
+  o = Pass(100, {1});
+  ASSERT_EQ(o.To<net::Removed>(1).size(), 1u);
+  auto p = o.To<net::EpochPropose>(1);  // an empty group proposes its pending peers
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_EQ(p[0].epoch, 2u);
+  EXPECT_TRUE(Ready(1, 1).all.empty());  // stale
+  EXPECT_EQ(Ready(1, 2).To<net::EpochCommit>(1).size(), 1u);
+}
+
+// ---- update_topology -------------------------------------------------------------------------
+
+TEST_F(CoordinatorTest, BarrierWaitsForEveryMemberThenReportsUnchanged) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  EXPECT_TRUE(Update(2, e).Quiet());
+  EXPECT_TRUE(Update(1, e).Quiet());
+  EXPECT_EQ(coord_.view().barrier, Ids({1, 2}));
+  Outs o = Update(3, e);
+  EXPECT_EQ(o.Receivers<net::TopologyUnchanged>(), (std::vector<ConnId>{1, 2, 3}));
+  EXPECT_EQ(o.To<net::TopologyUnchanged>(1)[0].epoch, e);
+  View v = coord_.view();
+  EXPECT_EQ(v.epoch, e);
+  EXPECT_TRUE(v.barrier.empty());
+  // A second barrier in the same epoch works the same way.
+  Update(1, e);
+  Update(2, e);
+  EXPECT_EQ(Update(3, e).Receivers<net::TopologyUnchanged>().size(), 3u);
+  // Ops still commit in the unchanged epoch.
+  Result(1, e, 0, 0);
+  Result(2, e, 0, 0);
+  EXPECT_EQ(Result(3, e, 0, 0).Receivers<net::OpCommit>().size(), 3u);
+}
+
+TEST_F(CoordinatorTest, BarrierAdmitsPendingPeersInArrivalOrder) {
+  std::uint64_t e = StartGroup({1, 2});
+  Hello(5);
+  Hello(4);
+  Update(1, e);
+  Outs o = Update(2, e);
+  EXPECT_EQ(o.Receivers<net::EpochPropose>(), (std::vector<ConnId>{1, 2, 5, 4}));
+  auto p = o.To<net::EpochPropose>(4);
+  EXPECT_EQ(p[0].epoch, e + 1);
+  EXPECT_EQ(p[0].members[2], (net::Member{Id(5), "host5", 5}));
+}
+
+TEST_F(CoordinatorTest, BarrierOfABrokenEpochProposesEvenTheSameList) {
+  std::uint64_t e = StartGroup({1, 2});
+  Fault(1, e, Id(2), SHOAL_ERR_TIMEOUT);
+  Update(1, e);
+  Outs o = Update(2, e);
+  EXPECT_FALSE(o.Any<net::TopologyUnchanged>());
+  EXPECT_EQ(o.Receivers<net::EpochPropose>(), (std::vector<ConnId>{1, 2}));
+  EXPECT_EQ(coord_.view().epoch, e + 1);
+}
+
+TEST_F(CoordinatorTest, BarrierTimeoutAbortsAndDemotesTheLateMembers) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  Hello(4);
+  Update(1, e);
+  Update(3, e);
+  EXPECT_FALSE(Pass(1900, {1, 2, 3, 4}).Any<net::Removed>());
+  Outs o = Pass(100, {1, 2, 3, 4});
+  // The epoch breaks with (TIMEOUT, late member) for everyone, the late one included.
+  EXPECT_EQ(o.Receivers<net::EpochAbort>(), (std::vector<ConnId>{1, 2, 3}));
+  auto abort = o.To<net::EpochAbort>(2)[0];
+  EXPECT_EQ(abort.code, SHOAL_ERR_TIMEOUT);
+  EXPECT_EQ(abort.lost_peer, Id(2));
+  auto removed = o.To<net::Removed>(2);
+  ASSERT_EQ(removed.size(), 1u);
+  EXPECT_EQ(removed[0].code, SHOAL_ERR_TIMEOUT);
+  // The proposal has the punctual members and the waiting peer, not the demoted one.
+  EXPECT_EQ(o.Receivers<net::EpochPropose>(), (std::vector<ConnId>{1, 3, 4}));
+  EXPECT_EQ(coord_.view().pending, Ids({2}));
+  // Its UpdateTopology, sent before it learnt, gets a non-fatal Error.
+  Outs late = Update(2, e);
+  auto err = late.To<net::Error>(2);
+  ASSERT_EQ(err.size(), 1u);
+  EXPECT_EQ(err[0].code, SHOAL_ERR_EPOCH_CHANGED);
+  EXPECT_FALSE(late.Closed(2));
+}
+
+TEST_F(CoordinatorTest, MemberLossCompletesAWaitingBarrier) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  Update(1, e);
+  Update(2, e);
+  Outs o = Drop(3);
+  EXPECT_EQ(o.Receivers<net::EpochAbort>(), (std::vector<ConnId>{1, 2}));
+  EXPECT_EQ(o.Receivers<net::EpochPropose>(), (std::vector<ConnId>{1, 2}));
+}
+
+TEST_F(CoordinatorTest, BarrierWhoseEntrantsAllDiedStartsOver) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  Update(1, e);
+  Drop(1);
+  Outs o = Pass(3000, {2, 3});
+  EXPECT_FALSE(o.Any<net::Removed>());  // no barrier deadline without an entrant
+  EXPECT_TRUE(coord_.view().barrier.empty());
+  Update(2, e);
+  EXPECT_EQ(Update(3, e).Receivers<net::EpochPropose>(), (std::vector<ConnId>{2, 3}));
+}
+
+TEST_F(CoordinatorTest, UpdateTopologyForAFutureEpochIsAProtocolError) {
+  std::uint64_t e = StartGroup({1, 2});
+  Outs o = Update(1, e + 1);
+  EXPECT_TRUE(o.Refused(1));
+  EXPECT_EQ(o.To<net::EpochAbort>(2)[0].lost_peer, Id(1));
+}
+
+TEST_F(CoordinatorTest, StaleUpdateTopologyOfAMemberGetsANonFatalError) {
+  // 3 is demoted by a barrier timeout while its UpdateTopology is on the way, then admitted again
+  // and committed before that message arrives.
+  std::uint64_t e = StartGroup({1, 2, 3});
+  Update(1, e);
+  Update(2, e);
+  Pass(2000, {1, 2, 3});
+  ReadyAll({1, 2});
+  std::uint64_t e2 = Epoch();
+  Update(1, e2);
+  Update(2, e2);
+  ReadyAll({1, 2, 3});
+  ASSERT_TRUE(coord_.view().committed);
+  ASSERT_EQ(coord_.view().members, Ids({1, 2, 3}));
+  Outs o = Update(3, e);
+  EXPECT_EQ(o.To<net::Error>(3).size(), 1u);
+  EXPECT_FALSE(o.Closed(3));
+  // Stale results and faults of the old epoch are ignored silently.
+  EXPECT_TRUE(Result(3, e, 0, 0).all.empty());
+  EXPECT_TRUE(Fault(3, e, Id(1), SHOAL_ERR_TIMEOUT).all.empty());
+  EXPECT_FALSE(coord_.view().broken);
+}
+
+// ---- Ops and the agreed outcome --------------------------------------------------------------
+
+TEST_F(CoordinatorTest, OpCommitsOnlyWhenEveryMemberReported) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  EXPECT_TRUE(Result(1, e, 5, 0).all.empty());
+  EXPECT_TRUE(Result(3, e, 5, 0).all.empty());
+  EXPECT_TRUE(Result(2, e, 6, 0).all.empty());  // another op does not count
+  Outs o = Result(2, e, 5, 0);
+  EXPECT_EQ(o.Receivers<net::OpCommit>(), (std::vector<ConnId>{1, 2, 3}));
+  auto c = o.To<net::OpCommit>(1)[0];
+  EXPECT_EQ(c.epoch, e);
+  EXPECT_EQ(c.tag, 5u);
+  EXPECT_EQ(c.seq, 0u);
+  Result(1, e, 6, 0);
+  EXPECT_EQ(Result(3, e, 6, 0).Receivers<net::OpCommit>().size(), 3u);
+}
+
+TEST_F(CoordinatorTest, GroupOfOneCommitsAtOnce) {
+  std::uint64_t e = StartGroup({1});
+  EXPECT_EQ(Result(1, e, 0, 0).To<net::OpCommit>(1).size(), 1u);
+}
+
+TEST_F(CoordinatorTest, DuplicateOpResultIsAProtocolError) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  Result(1, e, 0, 0);
+  Outs o = Result(1, e, 0, 0);
+  EXPECT_TRUE(o.Refused(1));
+  EXPECT_EQ(o.Receivers<net::EpochAbort>(), (std::vector<ConnId>{2, 3}));
+  EXPECT_FALSE(o.Any<net::OpCommit>());
+}
+
+TEST_F(CoordinatorTest, OpResultForAFutureEpochIsAProtocolError) {
+  std::uint64_t e = StartGroup({1, 2});
+  EXPECT_TRUE(Result(2, e + 1, 0, 0).Refused(2));
+}
+
+TEST_F(CoordinatorTest, TooManyOpenOpsIsAProtocolError) {
+  Config c = TestConfig();
+  c.max_open_ops = 3;
+  Coordinator coord(c);
+  std::vector<Output> out;
+  coord.OnConnect(1, 0);
+  coord.OnMessage(1, net::Hello{Id(1), "h", 1}, 0, &out);
+  coord.OnConnect(2, 0);
+  coord.OnMessage(2, net::Hello{Id(2), "h", 2}, 0, &out);
+  coord.OnMessage(1, net::EpochReady{1, true, 0, SHOAL_OK}, 0, &out);
+  coord.OnMessage(1, net::UpdateTopology{1}, 0, &out);
+  coord.OnMessage(1, net::EpochReady{2, true, 0, SHOAL_OK}, 0, &out);
+  coord.OnMessage(2, net::EpochReady{2, true, 0, SHOAL_OK}, 0, &out);
+  ASSERT_TRUE(coord.view().committed);
+  for (std::uint64_t seq = 0; seq < 3; ++seq) {
+    out.clear();
+    coord.OnMessage(1, net::OpResult{2, 0, seq}, 0, &out);
+    EXPECT_TRUE(out.empty());
+  }
+  out.clear();
+  coord.OnMessage(2, net::OpResult{2, 0, 0}, 0, &out);  // completes one: a slot frees up
+  EXPECT_EQ(out.size(), 2u);
+  out.clear();
+  coord.OnMessage(1, net::OpResult{2, 0, 3}, 0, &out);
+  EXPECT_TRUE(out.empty());
+  out.clear();
+  coord.OnMessage(1, net::OpResult{2, 0, 4}, 0, &out);
+  ASSERT_EQ(out.size(), 3u);  // Error, Close, EpochAbort to 2
+  EXPECT_TRUE(std::holds_alternative<net::Error>(out[0].message));
+  EXPECT_EQ(out[1].kind, Output::Kind::kClose);
+  EXPECT_TRUE(coord.view().broken);
+}
+
+TEST_F(CoordinatorTest, FaultAbortsOnceWithTheSuspectAndCode) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  Result(1, e, 0, 0);
+  Outs o = Fault(2, e, Id(3), SHOAL_ERR_MISMATCH);
+  EXPECT_EQ(o.Receivers<net::EpochAbort>(), (std::vector<ConnId>{1, 2, 3}));
+  auto a = o.To<net::EpochAbort>(3)[0];
+  EXPECT_EQ(a.epoch, e);
+  EXPECT_EQ(a.code, SHOAL_ERR_MISMATCH);
+  EXPECT_EQ(a.lost_peer, Id(3));
+  View v = coord_.view();
+  EXPECT_TRUE(v.broken);
+  EXPECT_EQ(v.abort_reason.lost_peer, Id(3));
+  // Once per epoch: later faults, losses and results change nothing.
+  EXPECT_TRUE(Fault(1, e, Id(2), SHOAL_ERR_TIMEOUT).all.empty());
+  EXPECT_TRUE(Result(2, e, 0, 0).all.empty());
+  EXPECT_TRUE(Result(3, e, 0, 0).all.empty());
+  EXPECT_TRUE(Drop(3).all.empty());
+  EXPECT_EQ(coord_.view().abort_reason.code, SHOAL_ERR_MISMATCH);
+}
+
+TEST_F(CoordinatorTest, FaultNamingNoMemberNamesTheReportersPreviousNeighbour) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  Outs o = Fault(1, e, 0, SHOAL_ERR_TIMEOUT);
+  EXPECT_EQ(o.To<net::EpochAbort>(2)[0].lost_peer, Id(3));  // 1's previous neighbour wraps to 3
+  e = e + 1;
+  Update(1, e - 1);
+  Update(2, e - 1);
+  Update(3, e - 1);
+  ReadyAll({1, 2, 3});
+  o = Fault(2, e, 0xbeef, SHOAL_ERR_PEER_LOST);
+  EXPECT_EQ(o.To<net::EpochAbort>(2)[0].lost_peer, Id(1));
+}
+
+TEST_F(CoordinatorTest, FaultWithCodeOkIsAProtocolError) {
+  std::uint64_t e = StartGroup({1, 2});
+  EXPECT_TRUE(Fault(1, e, Id(2), SHOAL_OK).Refused(1));
+}
+
+TEST_F(CoordinatorTest, MemberLossAbortsWithPeerLost) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  Result(1, e, 0, 0);
+  Result(2, e, 0, 0);
+  Outs o = Drop(3);
+  EXPECT_FALSE(o.AnyClose());
+  EXPECT_EQ(o.Receivers<net::EpochAbort>(), (std::vector<ConnId>{1, 2}));
+  EXPECT_EQ(o.To<net::EpochAbort>(1)[0].code, SHOAL_ERR_PEER_LOST);
+  EXPECT_EQ(o.To<net::EpochAbort>(1)[0].lost_peer, Id(3));
+  EXPECT_TRUE(Drop(3).all.empty());  // already forgotten
+  Update(1, e);
+  o = Update(2, e);
+  EXPECT_EQ(MemberIds(o.To<net::EpochPropose>(1)[0]), Ids({1, 2}));
+}
+
+TEST_F(CoordinatorTest, LeaveAbortsWithPeerLeftAndClosesTheLeaver) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  Outs o = Deliver(2, net::Leave{});
+  EXPECT_TRUE(o.Closed(2));
+  EXPECT_TRUE(o.To<net::EpochAbort>(2).empty());
+  EXPECT_EQ(o.Receivers<net::EpochAbort>(), (std::vector<ConnId>{1, 3}));
+  EXPECT_EQ(o.To<net::EpochAbort>(1)[0].code, SHOAL_ERR_PEER_LEFT);
+  EXPECT_EQ(o.To<net::EpochAbort>(1)[0].lost_peer, Id(2));
+  EXPECT_TRUE(Drop(2).all.empty());
+  Update(1, e);
+  o = Update(3, e);
+  EXPECT_EQ(MemberIds(o.To<net::EpochPropose>(1)[0]), Ids({1, 3}));
+}
+
+TEST_F(CoordinatorTest, LeaveOfAPendingPeerJustForgetsIt) {
+  StartGroup({1});
+  Hello(2);
+  Outs o = Deliver(2, net::Leave{});
+  EXPECT_TRUE(o.Closed(2));
+  EXPECT_EQ(o.all.size(), 1u);
+  EXPECT_TRUE(coord_.view().pending.empty());
+  EXPECT_FALSE(coord_.view().broken);
+}
+
+TEST_F(CoordinatorTest, LastMemberGoneEmptiesTheGroupAndPendingPeersStartIt) {
+  std::uint64_t e = StartGroup({1});
+  Hello(2);
+  Outs o = Deliver(1, net::Leave{});
+  auto p = o.To<net::EpochPropose>(2);
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_EQ(p[0].epoch, e + 1);
+  EXPECT_EQ(MemberIds(p[0]), Ids({2}));
+}
+
+TEST_F(CoordinatorTest, LastMemberGoneWithNoOneWaitingLeavesAnEmptyGroup) {
+  std::uint64_t e = StartGroup({1});
+  Drop(1);
+  View v = coord_.view();
+  EXPECT_TRUE(v.members.empty());
+  EXPECT_FALSE(v.committed);
+  EXPECT_EQ(v.epoch, e);
+  Outs o = Hello(2);
+  EXPECT_EQ(o.To<net::EpochPropose>(2)[0].epoch, e + 1);
+}
+
+// ---- Heartbeats ------------------------------------------------------------------------------
+
+TEST_F(CoordinatorTest, HeartbeatAfterAnIntervalOfSilence) {
+  StartGroup({1, 2});
+  Outs o = Advance(99);
+  EXPECT_FALSE(o.Any<net::Heartbeat>());
+  o = Advance(1);
+  EXPECT_EQ(o.Receivers<net::Heartbeat>(), (std::vector<ConnId>{1, 2}));
+  o = Advance(50);
+  Result(1, coord_.view().epoch, 0, 0);
+  Result(2, coord_.view().epoch, 0, 0);  // OpCommit to both at t+150
+  o = Advance(50);
+  EXPECT_FALSE(o.Any<net::Heartbeat>());  // something was sent 50 ms ago
+  o = Advance(50);
+  EXPECT_EQ(o.Receivers<net::Heartbeat>().size(), 2u);
+}
+
+TEST_F(CoordinatorTest, SilentMemberIsDroppedAndTheEpochAborted) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  Outs o = Pass(900, {1, 3});
+  EXPECT_FALSE(o.AnyClose());
+  o = Pass(100, {1, 3});
+  EXPECT_TRUE(o.Closed(2));
+  EXPECT_EQ(o.Receivers<net::EpochAbort>(), (std::vector<ConnId>{1, 3}));
+  auto a = o.To<net::EpochAbort>(1)[0];
+  EXPECT_EQ(a.epoch, e);
+  EXPECT_EQ(a.code, SHOAL_ERR_PEER_LOST);
+  EXPECT_EQ(a.lost_peer, Id(2));
+  EXPECT_TRUE(Drop(2).all.empty());  // the shell reports the close: already forgotten
+  EXPECT_TRUE(Deliver(2, net::Heartbeat{}).all.empty());
+}
+
+TEST_F(CoordinatorTest, SilentPendingPeerIsDroppedQuietly) {
+  StartGroup({1});
+  Hello(2);
+  Outs o = Pass(1000, {1});
+  EXPECT_TRUE(o.Closed(2));
+  EXPECT_FALSE(o.Any<net::EpochAbort>());
+  EXPECT_TRUE(coord_.view().pending.empty());
+}
+
+TEST_F(CoordinatorTest, EpochNumbersNeverRepeat) {
+  std::uint64_t last = 0;
+  std::uint64_t e = StartGroup({1, 2});
+  EXPECT_GT(e, last);
+  for (int round = 0; round < 5; ++round) {
+    last = e;
+    Fault(1, e, Id(2), SHOAL_ERR_TIMEOUT);
+    Update(1, e);
+    Update(2, e);
+    std::uint64_t proposed = Epoch();
+    EXPECT_GT(proposed, last);
+    Fail(1, proposed, Id(2), SHOAL_ERR_PEER_LOST);  // 2 demoted, [1] proposed again
+    EXPECT_GT(Epoch(), proposed);
+    Ready(1, Epoch());
+    e = Epoch();
+    Update(1, e);  // 2 is pending again: admitted
+    ReadyAll({1, 2});
+    e = Epoch();
+    EXPECT_EQ(coord_.view().members, Ids({1, 2}));
+    EXPECT_EQ(coord_.view().highest_epoch, e);
+  }
+}
+
+TEST_F(CoordinatorTest, ProtocolErrorCutsOffOnlyTheOffender) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  Result(1, e, 0, 0);
+  Outs o = Deliver(2, net::EpochPropose{e + 1, 1, 4096, {}});
+  EXPECT_TRUE(o.Refused(2));
+  EXPECT_EQ(o.Receivers<net::EpochAbort>(), (std::vector<ConnId>{1, 3}));
+  EXPECT_EQ(o.To<net::EpochAbort>(3)[0].lost_peer, Id(2));
+  EXPECT_TRUE(Deliver(2, net::OpResult{e, 0, 0}).all.empty());  // forgotten
+  Update(1, e);
+  o = Update(3, e);
+  auto p = o.To<net::EpochPropose>(1);
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_EQ(MemberIds(p[0]), Ids({1, 3}));
+  ReadyAll({1, 3});
+  Result(3, e + 1, 0, 0);
+  EXPECT_EQ(Result(1, e + 1, 0, 0).Receivers<net::OpCommit>(), (std::vector<ConnId>{1, 3}));
+}
+
+TEST_F(CoordinatorTest, EventsOnUnknownConnectionsAreIgnored) {
+  StartGroup({1});
+  EXPECT_TRUE(Deliver(42, net::Hello{Id(42), "h", 1}).all.empty());
+  EXPECT_TRUE(Drop(42).all.empty());
+  EXPECT_EQ(coord_.view().members, Ids({1}));
+}
+
+TEST_F(CoordinatorTest, StaleReadyAfterTheGroupEmptiedIsIgnored) {
+  Hello(1);
+  Outs o = Fail(1, 1, Id(1), SHOAL_ERR_TIMEOUT);  // names itself: demoted, then proposed again
+  ASSERT_EQ(o.To<net::Removed>(1).size(), 1u);
+  ASSERT_EQ(o.To<net::EpochPropose>(1).size(), 1u);
+  EXPECT_EQ(Epoch(), 2u);
+  EXPECT_TRUE(Ready(1, 1).all.empty());
+  EXPECT_EQ(Ready(1, 2).To<net::EpochCommit>(1).size(), 1u);
+}
+
+TEST(CoordinatorConfigDeathTest, InconsistentConfigIsAProgrammerError) {
+  Config c = TestConfig();
+  c.heartbeat_interval_ms = c.heartbeat_timeout_ms;
+  EXPECT_DEATH({ Coordinator coord(c); }, "SHOAL_CHECK");
+}
+
+}  // namespace
+}  // namespace shoal::coord

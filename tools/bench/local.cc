@@ -1,0 +1,461 @@
+#include "tools/bench/local.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "tools/bench/peers.h"
+#include "tools/common/process.h"
+#include "tools/bench/report.h"
+#include "tools/bench/sysstat.h"
+
+namespace shoal::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+constexpr milliseconds kWorkerStopGrace{2000};
+constexpr milliseconds kCoordinatorStopGrace{3000};
+// How often the port file is looked at while the coordinator starts.
+constexpr milliseconds kPortFilePollInterval{10};
+// CPU busy readings, as in the peers harness: 0.3 s windows, "idle" below 15 %.
+constexpr milliseconds kBusyWindow{300};
+constexpr int kIdleBusyPercentMax = 15;
+constexpr int kTailLines = 5;
+constexpr int kExitCodeTimeout = 124;  // as timeout(1), which the peers' run.sh reports
+
+void Log(const std::string& text) {
+  std::fprintf(stderr, "# %s\n", text.c_str());
+  std::fflush(stderr);
+}
+
+std::string UtcNow() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// The port in the coordinator's port file. shoal-coord writes it atomically (rename) as decimal
+// digits and a newline once it listens, so a file without the newline is not the coordinator's.
+std::optional<std::uint16_t> ReadPortFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string content = ss.str();
+  if (content.empty() || content.back() != '\n') return std::nullopt;
+  long long port = 0;
+  if (!ParseInt(std::string_view(content).substr(0, content.size() - 1), 1, 65535, &port)) {
+    return std::nullopt;
+  }
+  return static_cast<std::uint16_t>(port);
+}
+
+// shoal-coord knows no "off"; its quietest level is "error".
+std::string CoordinatorLogLevel(const std::string& level) {
+  return level == "off" ? "error" : level;
+}
+
+class LocalBench {
+ public:
+  LocalBench(const LocalConfig& config, Supervisor& supervisor, const std::string& work_dir)
+      : config_(config), supervisor_(supervisor), work_dir_(work_dir) {}
+
+  int Run() {
+    LogHost();
+    const auto start = Clock::now();
+    for (int n : config_.world_sizes) {
+      for (std::uint64_t bytes : config_.sizes_bytes) {
+        const IterCounts counts =
+            ResolveIterCounts(bytes, config_.iters, config_.warmup, config_.batch);
+        for (int k : config_.streams_per_link) {
+          if (!RunShoal(k, n, bytes, counts)) return Finish(start);
+        }
+        if (!config_.peer_libs.empty() && config_.peers_interleaved) {
+          if (!RunPeersFor({n}, {bytes}, counts, fmt::format("{}.{}", n, bytes))) {
+            return Finish(start);
+          }
+        }
+      }
+    }
+    if (!config_.peer_libs.empty() && !config_.peers_interleaved) {
+      IterCounts explicit_counts;  // only what the user gave; run.sh fills in the same defaults
+      RunPeersFor(config_.world_sizes, config_.sizes_bytes, explicit_counts, "all");
+    }
+    return Finish(start);
+  }
+
+ private:
+  void LogHost() {
+    utsname u{};
+    uname(&u);
+    Log(fmt::format("{} host: {} cores, {}; shoal-bench {}; coordinator {}", UtcNow(),
+                    sysconf(_SC_NPROCESSORS_ONLN), u.release, SHOAL_BENCH_VERSION,
+                    config_.coord_bin.empty() ? "(not used)" : config_.coord_bin));
+  }
+
+  int Finish(Clock::time_point start) {
+    if (!supervisor_.interrupted()) {
+      std::string tables = report_.SummaryTable(
+          "busbw_GBps", "busbw_GBps from mean_s (barrier before each op; higher is better)");
+      bool any_batch = true;
+      for (std::uint64_t bytes : config_.sizes_bytes) {
+        any_batch =
+            any_batch &&
+            ResolveIterCounts(bytes, config_.iters, config_.warmup, config_.batch).batch > 0;
+      }
+      if (any_batch) {
+        tables += report_.SummaryTable("batch_busbw_GBps",
+                                       "batch_busbw_GBps (back-to-back ops, no barriers)");
+      }
+      tables += report_.ComparisonTables("busbw_GBps", "busbw_GBps from mean_s");
+      if (any_batch) tables += report_.ComparisonTables("batch_busbw_GBps", "batch_busbw_GBps");
+      std::fputs(tables.c_str(), stdout);
+      std::fflush(stdout);
+    }
+    const double total_s = std::chrono::duration<double>(Clock::now() - start).count();
+    const int failed = report_.failed_count() + failures_without_line_;
+    Log(fmt::format("total wall time {:.0f}s, failed runs: {}{}", total_s, failed,
+                    supervisor_.interrupted() ? ", interrupted" : ""));
+    if (supervisor_.interrupted()) return 128 + supervisor_.interrupt_signal();
+    return failed > 0 ? kExitFailed : kExitOk;
+  }
+
+  // Prints a result line, appends it to --out and to the report.
+  void Emit(const std::string& line) {
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+    if (!config_.out_path.empty()) {
+      std::ofstream out(config_.out_path, std::ios::app);
+      out << line << "\n";
+      if (!out) Log("cannot append to " + config_.out_path);
+    }
+    report_.Add(line);
+  }
+
+  // Busy percent over one window; nullopt when interrupted.
+  std::optional<int> MeasureBusy() {
+    const std::optional<CpuTimes> a = ReadCpuTimes();
+    if (!supervisor_.SleepUntil(Clock::now() + kBusyWindow)) return std::nullopt;
+    const std::optional<CpuTimes> b = ReadCpuTimes();
+    return a && b ? BusyPercent(*a, *b) : 0;
+  }
+
+  // Waits up to --wait-idle seconds for the CPU to be idle; the last busy percent seen.
+  std::optional<int> WaitIdle() {
+    std::optional<int> pct = MeasureBusy();
+    const auto give_up = Clock::now() + std::chrono::seconds(config_.wait_idle_s);
+    while (pct && *pct > kIdleBusyPercentMax && Clock::now() < give_up) {
+      if (!supervisor_.SleepUntil(Clock::now() + std::chrono::seconds(1))) return std::nullopt;
+      pct = MeasureBusy();
+    }
+    if (pct && *pct > kIdleBusyPercentMax && config_.wait_idle_s > 0) {
+      Log(fmt::format("CPU still {}% busy after waiting {}s; running anyway", *pct,
+                      config_.wait_idle_s));
+    }
+    return pct;
+  }
+
+  // Starts the coordinator of a run and waits for its port. False on failure (*why says why).
+  bool StartCoordinator(const std::string& dir, int k, Clock::time_point deadline, pid_t* pid,
+                        std::uint16_t* port, std::string* why) {
+    const std::string port_file = dir + "/coord.port";
+    SpawnSpec spec;
+    spec.name = "coordinator";
+    spec.argv = {config_.coord_bin,
+                 "--host",
+                 "127.0.0.1",
+                 "--port",
+                 "0",
+                 "--port-file",
+                 port_file,
+                 "--streams-per-link",
+                 std::to_string(k),
+                 "--log-level",
+                 CoordinatorLogLevel(config_.log_level)};
+    if (config_.segment_bytes) {
+      spec.argv.insert(spec.argv.end(),
+                       {"--segment-bytes", std::to_string(*config_.segment_bytes)});
+    }
+    spec.stdout_path = dir + "/coord.out";
+    spec.stderr_path = dir + "/coord.err";
+    if (!supervisor_.Spawn(spec, pid, why)) return false;
+    for (;;) {
+      if (auto p = ReadPortFile(port_file)) {
+        *port = *p;
+        return true;
+      }
+      if (!supervisor_.Running(*pid)) {
+        *why = fmt::format("the coordinator exited with {} before writing its port file",
+                           supervisor_.ExitCode(*pid));
+        return false;
+      }
+      const auto now = Clock::now();
+      if (now >= deadline) {
+        *why = "the coordinator wrote no port file before the deadline";
+        return false;
+      }
+      if (supervisor_.Wait(std::min(deadline, now + kPortFilePollInterval)) ==
+          Supervisor::Event::kInterrupted) {
+        *why = "interrupted";
+        return false;
+      }
+    }
+  }
+
+  std::vector<std::string> WorkerArgv(int k, int n, std::uint64_t bytes, const IterCounts& counts,
+                                      std::uint16_t port, int timeout_s) const {
+    std::vector<std::string> argv = {config_.self_bin,  "--worker",
+                                     "--coordinator",   fmt::format("127.0.0.1:{}", port),
+                                     "--expect",        std::to_string(n),
+                                     "--sizes",         std::to_string(bytes),
+                                     "--iters",         std::to_string(counts.iters),
+                                     "--warmup",        std::to_string(counts.warmup),
+                                     "--batch",         std::to_string(counts.batch),
+                                     "--check",         CheckModeName(config_.check),
+                                     "--streams",       std::to_string(k),
+                                     "--timeout-s",     std::to_string(timeout_s),
+                                     "--op-timeout-ms", std::to_string(config_.op_timeout_ms),
+                                     "--log-level",     config_.log_level};
+    if (config_.segment_bytes) {
+      argv.insert(argv.end(), {"--segment-bytes", std::to_string(*config_.segment_bytes)});
+    }
+    if (config_.inject_error) argv.push_back("--inject-error");
+    return argv;
+  }
+
+  // One shoal run. False only when interrupted (the caller stops everything).
+  bool RunShoal(int k, int n, std::uint64_t bytes, const IterCounts& counts) {
+    const std::string dir = fmt::format("{}/run.K{}.n{}.{}", work_dir_, k, n, bytes);
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    const std::string failed_prefix =
+        fmt::format("lib=shoal algo=ring K={} n={} bytes={} status=FAILED", k, n, bytes);
+    if (ec) {
+      FailWithoutLine(failed_prefix + " reason=error", "cannot create " + dir + ": " + ec.message(),
+                      "");
+      return true;
+    }
+    const std::optional<int> pre_busy = WaitIdle();
+    if (!pre_busy) return false;
+    const std::optional<std::uint64_t> tx0 = ReadLoopbackTxBytes();
+    const auto t0 = Clock::now();
+    const auto deadline = t0 + std::chrono::seconds(config_.timeout_s);
+
+    pid_t coord = -1;
+    std::uint16_t port = 0;
+    std::string why;
+    if (!StartCoordinator(dir, k, deadline, &coord, &port, &why)) {
+      if (coord > 0) supervisor_.Stop(coord, kCoordinatorStopGrace);
+      if (supervisor_.interrupted()) return false;
+      FailWithoutLine(failed_prefix + " reason=coordinator", why, dir);
+      return true;
+    }
+
+    std::vector<pid_t> workers;
+    std::string reason;
+    for (int i = 0; i < n && reason.empty(); i++) {
+      SpawnSpec spec;
+      spec.name = fmt::format("worker {}", i);
+      spec.argv = WorkerArgv(k, n, bytes, counts, port, config_.timeout_s);
+      spec.stdout_path = fmt::format("{}/worker{}.out", dir, i);
+      spec.stderr_path = fmt::format("{}/worker{}.err", dir, i);
+      pid_t pid = -1;
+      if (!supervisor_.Spawn(spec, &pid, &why)) {
+        reason = "error";
+      } else {
+        workers.push_back(pid);
+      }
+    }
+
+    // Wait for the workers; the first failure (or the coordinator's exit) ends the run.
+    int first_bad_code = 0;
+    while (reason.empty()) {
+      bool any_running = false;
+      for (pid_t pid : workers) {
+        if (supervisor_.Running(pid)) {
+          any_running = true;
+        } else if (supervisor_.ExitCode(pid) != 0 && first_bad_code == 0) {
+          first_bad_code = supervisor_.ExitCode(pid);
+        }
+      }
+      if (first_bad_code != 0) {
+        reason = first_bad_code == kExitCheckFailed ? "wrong_result" : "error";
+        break;
+      }
+      if (!any_running) break;
+      if (!supervisor_.Running(coord)) {
+        reason = "coordinator_exited";
+        why = fmt::format("the coordinator exited with {} during the run",
+                          supervisor_.ExitCode(coord));
+        break;
+      }
+      const Supervisor::Event e = supervisor_.Wait(deadline);
+      if (e == Supervisor::Event::kInterrupted) reason = "interrupted";
+      if (e == Supervisor::Event::kDeadline) reason = "timeout";
+    }
+    // A check failure ends every worker normally; let them finish, within the deadline.
+    if (reason == "wrong_result") {
+      for (pid_t pid : workers) {
+        while (supervisor_.Running(pid) &&
+               supervisor_.Wait(deadline) == Supervisor::Event::kChildExited) {
+        }
+      }
+    }
+    for (pid_t pid : workers) {
+      if (supervisor_.Running(pid)) supervisor_.Stop(pid, kWorkerStopGrace);
+    }
+    supervisor_.Stop(coord, kCoordinatorStopGrace);
+    if (supervisor_.interrupted()) return false;
+
+    const auto t1 = Clock::now();
+    const std::optional<std::uint64_t> tx1 = ReadLoopbackTxBytes();
+    const std::optional<int> post_busy = MeasureBusy();
+    if (!post_busy) return false;
+
+    std::string line;
+    for (int i = 0; i < static_cast<int>(workers.size()) && line.empty(); i++) {
+      std::ifstream in(fmt::format("{}/worker{}.out", dir, i));
+      std::string l;
+      while (std::getline(in, l)) {
+        if (l.rfind("lib=", 0) == 0) {
+          line = l;
+          break;
+        }
+      }
+    }
+    // A wrong result still has its line (check=FAILED); anything else is a failed run.
+    if ((!reason.empty() && reason != "wrong_result") || line.empty()) {
+      if (reason.empty()) reason = "error";
+      std::string detail = why;
+      int rc = first_bad_code;
+      if (reason == "timeout") {
+        detail = fmt::format("the run did not finish within --timeout-s {}", config_.timeout_s);
+        rc = kExitCodeTimeout;
+      }
+      FailWithoutLine(fmt::format("{} reason={} rc={}", failed_prefix, reason, rc), detail, dir);
+      return true;
+    }
+    std::string extra = "net=lo";
+    if (tx0 && tx1) {
+      const double per_op_units = static_cast<double>(n) *
+                                  (counts.iters + counts.warmup + counts.batch) *
+                                  static_cast<double>(bytes);
+      extra += fmt::format(" tx_x={:.2f}", static_cast<double>(*tx1 - *tx0) / per_op_units);
+    }
+    extra += fmt::format(" run_wall_s={:.1f} pre_busy={} post_busy={}",
+                         std::chrono::duration<double>(t1 - t0).count(), *pre_busy, *post_busy);
+    if (reason == "wrong_result") extra += ReportLogs(dir);
+    Emit(line + " " + extra);
+    return true;
+  }
+
+  // Prints the last lines of the run's logs and, with --keep-logs, copies the run's folder there
+  // (the temp dir is removed at exit). Returns " logs=PATH" for the result line, or "".
+  std::string ReportLogs(const std::string& dir) {
+    std::vector<std::filesystem::path> logs;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+      const std::string ext = entry.path().extension().string();
+      if (ext == ".err" || ext == ".out") logs.push_back(entry.path());
+    }
+    std::sort(logs.begin(), logs.end());
+    for (const auto& path : logs) {
+      if (path.extension() == ".out" && path.filename() != "coord.out") continue;  // result lines
+      const std::string tail = TailOfFile(path.string(), kTailLines);
+      if (!tail.empty()) {
+        std::fprintf(stderr, "--- %s (last lines)\n%s", path.filename().c_str(), tail.c_str());
+      }
+    }
+    if (config_.keep_logs_dir.empty()) return {};
+    const std::filesystem::path kept =
+        std::filesystem::path(config_.keep_logs_dir) /
+        fmt::format("{}.{}", std::filesystem::path(dir).filename().string(), getpid());
+    std::filesystem::create_directories(kept.parent_path(), ec);
+    std::filesystem::copy(dir, kept, std::filesystem::copy_options::recursive, ec);
+    if (ec) {
+      Log("cannot keep the logs in " + kept.string() + ": " + ec.message());
+      return {};
+    }
+    return " logs=" + kept.string();
+  }
+
+  void FailWithoutLine(const std::string& line, const std::string& detail, const std::string& dir) {
+    if (!detail.empty()) Log(detail);
+    const std::string kept = dir.empty() ? std::string() : ReportLogs(dir);
+    Emit(line + kept);
+  }
+
+  // Runs the peers for the given cells. False only when interrupted.
+  bool RunPeersFor(const std::vector<int>& world_sizes, const std::vector<std::uint64_t>& sizes,
+                   const IterCounts& counts, const std::string& tag) {
+    PeersRequest request;
+    request.peers_dir = config_.peers_dir;
+    request.libs = config_.peer_libs;
+    request.gloo_algos = config_.gloo_algos;
+    request.mpi_algos = config_.mpi_algos;
+    request.world_sizes = world_sizes;
+    request.sizes_bytes = sizes;
+    if (config_.peers_interleaved) {
+      request.iters = counts.iters;
+      request.warmup = counts.warmup;
+      request.batch = counts.batch;
+    } else {
+      request.iters = config_.iters;
+      request.warmup = config_.warmup;
+      request.batch = config_.batch;
+    }
+    request.check = config_.check;
+    request.timeout_s = config_.timeout_s;
+    request.wait_idle_s = config_.wait_idle_s;
+    std::vector<std::string> size_labels;
+    for (std::uint64_t b : sizes) size_labels.push_back(SizeLabel(b));
+    Log(fmt::format("peers: run.sh {} for n={} sizes={}", fmt::join(config_.peer_libs, " "),
+                    fmt::join(world_sizes, " "), fmt::join(size_labels, " ")));
+    const PeersOutcome outcome = RunPeers(supervisor_, request, work_dir_, tag);
+    for (const std::string& line : outcome.lines) Emit(line);
+    if (outcome.end == PeersOutcome::End::kInterrupted) return false;
+    if (outcome.end != PeersOutcome::End::kOk) {
+      Log("peers: " + outcome.error);
+      // Failed runs that left a line are counted by the report; the rest here.
+      if (outcome.lines.empty()) failures_without_line_++;
+    }
+    return true;
+  }
+
+  const LocalConfig& config_;
+  Supervisor& supervisor_;
+  const std::string work_dir_;
+  Report report_;
+  int failures_without_line_ = 0;  // peers invocations that failed without any result line
+};
+
+}  // namespace
+
+int RunLocal(const LocalConfig& config) {
+  Supervisor supervisor;  // first: from here on a Ctrl-C is ours to handle
+  TempDir work_dir;
+  std::string error;
+  if (!work_dir.Create("shoal-bench.", &error)) {
+    std::fprintf(stderr, "error: %s\n", error.c_str());
+    return kExitShoalError;
+  }
+  LocalBench bench(config, supervisor, work_dir.path());
+  const int code = bench.Run();
+  supervisor.StopAll(kWorkerStopGrace);  // (none should be left) before the temp dir goes
+  return code;
+}
+
+}  // namespace shoal::bench
