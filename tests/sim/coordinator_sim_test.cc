@@ -16,9 +16,10 @@
 //   leave, a newer proposal, Removed), the others' running ops fail: a neighbour of the one that
 //   left names it (PEER_LOST, or TIMEOUT for a hang), anyone else times out on its previous
 //   neighbour.
-// - chaos: random joins (with fresh ids, reused ids of dead peers, or the id of a live peer), crashes
-//   (connection closes), hangs (silence), leaves, injected op faults and setup failures, slow
-//   setups, members late to update_topology, and rogue peers that send a message they may not.
+// - chaos: random joins (with fresh ids, reused ids of dead peers, or the id of a live peer),
+//   crashes (connection closes), hangs (silence), leaves, injected op faults and setup failures,
+//   slow setups, members late to update_topology, and rogue peers that send a message they may
+//   not.
 //   The chaos phase is followed by a calm phase with no chaos, in which the group must make
 //   progress again.
 //
@@ -36,10 +37,8 @@
 // - faithful peers are never refused, rejected or cut off; rogue peers always are.
 // Liveness: in the calm phase some op commits whenever a faithful peer is alive.
 //
-// SHOAL_SIM_SEEDS=<n> sets how many seeds run (default 1000); SHOAL_SIM_SEED=<s> replays seed s
-// with a trace of every event.
-#include "shoal/coord/coordinator.h"
-
+// SHOAL_SIM_SEEDS=<n> sets how many seeds run (seeds 1..n, default 2000); SHOAL_SIM_SEED=<s>
+// replays seed s with a trace of every event.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -58,6 +57,8 @@
 #include <tuple>
 #include <variant>
 #include <vector>
+
+#include "shoal/coord/coordinator.h"
 
 namespace shoal::coord {
 namespace {
@@ -127,11 +128,14 @@ struct Outcome {
 
 std::string OutcomeText(const Outcome& o) {
   switch (o.kind) {
-    case Outcome::Kind::kCommit: return "commit";
+    case Outcome::Kind::kCommit:
+      return "commit";
     case Outcome::Kind::kAbort:
       return "abort(" + std::string(shoal_strerror(o.code)) + ", " + std::to_string(o.lost) + ")";
-    case Outcome::Kind::kEpochChanged: return "epoch changed";
-    case Outcome::Kind::kNotMember: return "removed";
+    case Outcome::Kind::kEpochChanged:
+      return "epoch changed";
+    case Outcome::Kind::kNotMember:
+      return "removed";
   }
   return "?";
 }
@@ -154,7 +158,7 @@ struct SimPeer {
   ConnId conn = 0;
   Life life = Life::kAlive;
   Phase phase = Phase::kConnecting;
-  bool reject_ok = false;   // joined with an id that may be in use
+  bool reject_ok = false;    // joined with an id that may be in use
   bool rogue_acted = false;  // sent a message it may not: must be cut off
   TimeMs pending_since_ms = 0;
   TimeMs last_sent_ms = 0;
@@ -214,7 +218,15 @@ struct Timer {
   std::uint64_t round = 0;
 };
 
-enum class EventKind { kTick, kCoordRecv, kCoordDisconnect, kPeerRecv, kPeerClosed, kTimer, kChaos };
+enum class EventKind {
+  kTick,
+  kCoordRecv,
+  kCoordDisconnect,
+  kPeerRecv,
+  kPeerClosed,
+  kTimer,
+  kChaos
+};
 
 struct Event {
   TimeMs at_ms = 0;
@@ -233,9 +245,9 @@ struct Later {
 };
 
 struct Stats {
-  int op_commits = 0;          // OpCommit verdicts sent by the coordinator (per op)
-  int local_commits = 0;       // ops of a group of one
-  int calm_commits = 0;        // both kinds, in the calm phase
+  int op_commits = 0;     // OpCommit verdicts sent by the coordinator (per op)
+  int local_commits = 0;  // ops of a group of one
+  int calm_commits = 0;   // both kinds, in the calm phase
   int epochs_committed = 0;
   int aborts = 0;
   int crashes = 0, hangs = 0, leaves = 0, joins = 0, rogues = 0, rejects = 0;
@@ -269,17 +281,16 @@ struct Stats {
     events += o.events;
   }
   std::string Text() const {
-    std::string s = std::to_string(epochs_committed) + " epochs committed, " +
-                    std::to_string(op_commits) + " ops committed (+" +
-                    std::to_string(local_commits) + " in groups of one), " +
-                    std::to_string(unchanged) + " barriers unchanged, " + std::to_string(joins) +
-                    " joins, " + std::to_string(crashes) + " crashes, " + std::to_string(hangs) +
-                    " hangs, " + std::to_string(leaves) + " leaves, " + std::to_string(rogues) +
-                    " rogues, " + std::to_string(rejects) + " rejected joins, " +
-                    std::to_string(removed) + " demotions (" + std::to_string(removed_timeout) +
-                    " on timeouts), " + std::to_string(failed_readies) +
-                    " failed setups, " + std::to_string(faults) + " op faults, " +
-                    std::to_string(stale_errors) + " stale UpdateTopology, aborts:";
+    std::string s =
+        std::to_string(epochs_committed) + " epochs committed, " + std::to_string(op_commits) +
+        " ops committed (+" + std::to_string(local_commits) + " in groups of one), " +
+        std::to_string(unchanged) + " barriers unchanged, " + std::to_string(joins) + " joins, " +
+        std::to_string(crashes) + " crashes, " + std::to_string(hangs) + " hangs, " +
+        std::to_string(leaves) + " leaves, " + std::to_string(rogues) + " rogues, " +
+        std::to_string(rejects) + " rejected joins, " + std::to_string(removed) + " demotions (" +
+        std::to_string(removed_timeout) + " on timeouts), " + std::to_string(failed_readies) +
+        " failed setups, " + std::to_string(faults) + " op faults, " +
+        std::to_string(stale_errors) + " stale UpdateTopology, aborts:";
     for (const auto& [code, n] : aborts_by_code) {
       s += " " + std::string(shoal_strerror(code)) + " " + std::to_string(n);
     }
@@ -381,8 +392,8 @@ class World {
             for (const net::Member& mem : x.members) s += Name(mem.peer_id) + " ";
             return s + "]}";
           } else if constexpr (std::is_same_v<T, net::EpochReady>) {
-            return name + "{" + num(x.epoch) + (x.ok ? ", ok}" : ", failed " + Name(x.suspect) +
-                                                                     " " + st(x.code) + "}");
+            return name + "{" + num(x.epoch) +
+                   (x.ok ? ", ok}" : ", failed " + Name(x.suspect) + " " + st(x.code) + "}");
           } else if constexpr (std::is_same_v<T, net::OpResult> ||
                                std::is_same_v<T, net::OpCommit>) {
             return name + "{" + num(x.epoch) + ", " + num(x.tag) + "/" + num(x.seq) + "}";
@@ -430,8 +441,7 @@ class World {
         }
         std::vector<Output> out;
         bool is_update = std::holds_alternative<net::UpdateTopology>(ev.message);
-        CoordStep([&]() { coord_.OnMessage(ev.conn, ev.message, now_ms_, &out); }, out,
-                  is_update);
+        CoordStep([&]() { coord_.OnMessage(ev.conn, ev.message, now_ms_, &out); }, out, is_update);
         return;
       }
       case EventKind::kCoordDisconnect: {
@@ -446,10 +456,18 @@ class World {
         if (already && !out.empty()) Fail("OnDisconnect of a closed connection had outputs");
         return;
       }
-      case EventKind::kPeerRecv: PeerRecv(ev.peer, ev.message); return;
-      case EventKind::kPeerClosed: PeerClosed(ev.peer); return;
-      case EventKind::kTimer: OnTimer(ev.peer, ev.timer); return;
-      case EventKind::kChaos: Chaos(); return;
+      case EventKind::kPeerRecv:
+        PeerRecv(ev.peer, ev.message);
+        return;
+      case EventKind::kPeerClosed:
+        PeerClosed(ev.peer);
+        return;
+      case EventKind::kTimer:
+        OnTimer(ev.peer, ev.timer);
+        return;
+      case EventKind::kChaos:
+        Chaos();
+        return;
     }
   }
 
@@ -642,8 +660,8 @@ class World {
         ev.kind = EventKind::kPeerClosed;
         Schedule(ev);
         // The shell also reports the close it made; the coordinator must ignore it.
-        Schedule(Event{now_ms_ + Uniform(1, 20), 0, EventKind::kCoordDisconnect, o.conn, peer,
-                       {}, {}});
+        Schedule(
+            Event{now_ms_ + Uniform(1, 20), 0, EventKind::kCoordDisconnect, o.conn, peer, {}, {}});
       } else {
         if (!std::holds_alternative<net::Heartbeat>(o.message)) {
           Trace("coord -> p" + std::to_string(peer) + " " + Describe(o.message));
@@ -671,6 +689,7 @@ class World {
   // ---- Peer side ----
 
   bool Alive(int i) const { return peers_[i].life == Life::kAlive; }
+  bool Chaotic() const { return now_ms_ < kChaosMs; }  // injected faults stop in the calm phase
 
   void PeerSend(int i, Message m) {
     SimPeer& p = peers_[i];
@@ -792,12 +811,12 @@ class World {
     if (p.ops.empty() && (round_done || p.broken) && !p.barrier_scheduled) {
       p.barrier_scheduled = true;
       TimeMs think = Uniform(0, 40);
-      if (p.slow_next_barrier) {
+      if (p.slow_next_barrier && Chaotic()) {
         p.slow_next_barrier = false;
         think = Uniform(config_.barrier_timeout_ms + 100, config_.barrier_timeout_ms + 900);
       }
-      ScheduleTimer(i, now_ms_ + think, Timer{TimerKind::kBarrier, p.epoch, {}, 0, SHOAL_OK,
-                                              p.round});
+      ScheduleTimer(i, now_ms_ + think,
+                    Timer{TimerKind::kBarrier, p.epoch, {}, 0, SHOAL_OK, p.round});
     }
   }
 
@@ -811,14 +830,22 @@ class World {
     ScheduleTimer(i, op.deadline_ms, Timer{TimerKind::kDeadline, p.epoch, key});
     SimEpoch& se = epochs_.at(p.epoch);
     se.started[key].insert(i);
-    if (p.fault_next_op) {  // injected: a mismatch, a broken link, a timeout...
+    if (p.fault_next_op && Chaotic()) {  // injected: a mismatch, a broken link, a timeout...
       p.fault_next_op = false;
       PeerId suspect = 0;
       switch (Uniform(0, 3)) {
-        case 0: suspect = peers_[se.members[Uniform(0, se.members.size() - 1)]].id; break;
-        case 1: suspect = 0; break;
-        case 2: suspect = 0x5eed0000 + static_cast<PeerId>(Uniform(0, 9)); break;  // no member
-        default: suspect = p.id; break;
+        case 0:
+          suspect = peers_[se.members[Uniform(0, se.members.size() - 1)]].id;
+          break;
+        case 1:
+          suspect = 0;
+          break;
+        case 2:
+          suspect = 0x5eed0000 + static_cast<PeerId>(Uniform(0, 9));
+          break;  // no member
+        default:
+          suspect = p.id;
+          break;
       }
       const shoal_status codes[] = {SHOAL_ERR_PEER_LOST, SHOAL_ERR_TIMEOUT, SHOAL_ERR_MISMATCH,
                                     SHOAL_ERR_PROTOCOL};
@@ -869,7 +896,9 @@ class World {
           PeerSend(i, net::Heartbeat{});
         }
         return;
-      case TimerKind::kSetupDone: SetupDone(i, t.epoch); return;
+      case TimerKind::kSetupDone:
+        SetupDone(i, t.epoch);
+        return;
       case TimerKind::kOpDone: {
         LocalOp* op = FindOp(i, t.epoch, t.op);
         if (op == nullptr || !op->running || !epochs_.at(t.epoch).departed.empty()) return;
@@ -931,7 +960,7 @@ class World {
         ready = {e, false, peers_[next].id, SHOAL_ERR_PEER_LOST};  // cannot connect
       } else if (!Alive(prev)) {
         ready = {e, false, peers_[prev].id, SHOAL_ERR_TIMEOUT};  // its streams never came
-      } else if (Chance(p_setup_fail_)) {
+      } else if (Chaotic() && Chance(p_setup_fail_)) {
         ready = {e, false, peers_[Chance(0.5) ? next : prev].id, SHOAL_ERR_PEER_LOST};
       }
     }
@@ -1064,7 +1093,7 @@ class World {
     p.ready_ok = false;
     p.barrier_scheduled = false;
     TimeMs delay = Uniform(5, 80);
-    if (Chance(p_slow_setup_)) delay = Uniform(config_.setup_timeout_ms + 50, 1600);
+    if (Chaotic() && Chance(p_slow_setup_)) delay = Uniform(config_.setup_timeout_ms + 50, 1600);
     ScheduleTimer(i, now_ms_ + delay, Timer{TimerKind::kSetupDone, x.epoch, {}});
   }
 
@@ -1158,12 +1187,9 @@ class World {
     } else if (pick < 86) {
       if (v.phase == Phase::kConnecting) return;
       std::uint64_t e = std::max<std::uint64_t>(v.epoch, 1);
-      const Message bad[] = {net::Welcome{v.id, 1, 2},
-                             net::EpochCommit{e},
-                             net::OpCommit{e, 0, 0},
-                             net::DataHello{e, v.id, v.id, 0, 1},
-                             net::Hello{v.id, "again", 1},
-                             net::UpdateTopology{e + 1000}};
+      const Message bad[] = {net::Welcome{v.id, 1, 2},     net::EpochCommit{e},
+                             net::OpCommit{e, 0, 0},       net::DataHello{e, v.id, v.id, 0, 1},
+                             net::Hello{v.id, "again", 1}, net::UpdateTopology{e + 1000}};
       const Message& m = bad[Uniform(0, 5)];
       Trace("CHAOS " + who + " goes rogue: " + Describe(m));
       ++stats_.rogues;
@@ -1241,7 +1267,7 @@ TEST(CoordinatorSim, SeededSchedules) {
     EXPECT_TRUE(ok) << world.failure();
     return;
   }
-  long seeds = EnvLong("SHOAL_SIM_SEEDS", 1000);
+  long seeds = EnvLong("SHOAL_SIM_SEEDS", 2000);
   auto start = std::chrono::steady_clock::now();
   long progressed = 0;
   Stats total;
@@ -1257,8 +1283,7 @@ TEST(CoordinatorSim, SeededSchedules) {
       break;
     }
   }
-  double secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("%ld seeds in %.1f s, %ld made progress in the calm phase\n%s\n", seeds, secs,
               progressed, total.Text().c_str());
   // Liveness: nearly every seed ends with a working group (a seed where every peer died has

@@ -52,7 +52,8 @@ struct Outs {
   std::vector<ConnId> Receivers() const {
     std::vector<ConnId> r;
     for (const Output& o : all) {
-      if (o.kind == Output::Kind::kSend && std::holds_alternative<T>(o.message)) r.push_back(o.conn);
+      if (o.kind == Output::Kind::kSend && std::holds_alternative<T>(o.message))
+        r.push_back(o.conn);
     }
     return r;
   }
@@ -119,7 +120,9 @@ class CoordinatorTest : public ::testing::Test {
     Connect(c);
     return Deliver(c, net::Hello{Id(c), "host" + std::to_string(c), static_cast<std::uint16_t>(c)});
   }
-  Outs Ready(ConnId c, std::uint64_t e) { return Deliver(c, net::EpochReady{e, true, 0, SHOAL_OK}); }
+  Outs Ready(ConnId c, std::uint64_t e) {
+    return Deliver(c, net::EpochReady{e, true, 0, SHOAL_OK});
+  }
   Outs Fail(ConnId c, std::uint64_t e, PeerId suspect, shoal_status code) {
     return Deliver(c, net::EpochReady{e, false, suspect, code});
   }
@@ -313,11 +316,16 @@ enum class Verdict {
 
 const char* SubjectName(Subject s) {
   switch (s) {
-    case Subject::kHandshaking: return "Handshaking";
-    case Subject::kPending: return "Pending";
-    case Subject::kProposed: return "Proposed";
-    case Subject::kReady: return "Ready";
-    case Subject::kMember: return "Member";
+    case Subject::kHandshaking:
+      return "Handshaking";
+    case Subject::kPending:
+      return "Pending";
+    case Subject::kProposed:
+      return "Proposed";
+    case Subject::kReady:
+      return "Ready";
+    case Subject::kMember:
+      return "Member";
   }
   return "?";
 }
@@ -346,7 +354,8 @@ std::vector<Message> AllMessages(PeerId self, std::uint64_t e) {
 Verdict Expected(Subject s, net::MsgType t) {
   using net::MsgType;
   switch (t) {
-    case MsgType::kHello: return s == Subject::kHandshaking ? Verdict::kAccepted : Verdict::kRefused;
+    case MsgType::kHello:
+      return s == Subject::kHandshaking ? Verdict::kAccepted : Verdict::kRefused;
     case MsgType::kHeartbeat:
       return s == Subject::kHandshaking ? Verdict::kRefused : Verdict::kAccepted;
     case MsgType::kUpdateTopology:  // only a committed member may enter the barrier of its epoch
@@ -356,7 +365,8 @@ Verdict Expected(Subject s, net::MsgType t) {
     case MsgType::kOpResult:
     case MsgType::kEpochFault:
       return s == Subject::kMember ? Verdict::kAccepted : Verdict::kRefused;
-    case MsgType::kLeave: return s == Subject::kHandshaking ? Verdict::kRefused : Verdict::kClosed;
+    case MsgType::kLeave:
+      return s == Subject::kHandshaking ? Verdict::kRefused : Verdict::kClosed;
     case MsgType::kWelcome:
     case MsgType::kReject:
     case MsgType::kTopologyUnchanged:
@@ -367,7 +377,8 @@ Verdict Expected(Subject s, net::MsgType t) {
     case MsgType::kRemoved:
     case MsgType::kError:
     case MsgType::kDataHello:
-    case MsgType::kDataSegment: return Verdict::kRefused;
+    case MsgType::kDataSegment:
+      return Verdict::kRefused;
   }
   return Verdict::kRefused;
 }
@@ -396,7 +407,9 @@ class StateEventTable : public CoordinatorTest,
         Arrange(Subject::kProposed);
         Ready(9, Epoch());
         return;
-      case Subject::kMember: StartGroup({1, 2, 9}); return;
+      case Subject::kMember:
+        StartGroup({1, 2, 9});
+        return;
     }
   }
 };
@@ -434,8 +447,7 @@ TEST_P(StateEventTable, Verdict) {
     EXPECT_EQ(abort[0].code, SHOAL_ERR_PEER_LOST);
     EXPECT_EQ(abort[0].lost_peer, Id(9));
   }
-  if ((subject == Subject::kProposed || subject == Subject::kReady) &&
-      want != Verdict::kAccepted) {
+  if ((subject == Subject::kProposed || subject == Subject::kReady) && want != Verdict::kAccepted) {
     auto p = o.To<net::EpochPropose>(1);  // the rest is proposed again
     ASSERT_EQ(p.size(), 1u);
     EXPECT_EQ(MemberIds(p[0]), Ids({1, 2}));
@@ -443,16 +455,16 @@ TEST_P(StateEventTable, Verdict) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    AllStatesAllMessages, StateEventTable,
-    ::testing::Combine(::testing::Values(Subject::kHandshaking, Subject::kPending,
-                                         Subject::kProposed, Subject::kReady, Subject::kMember),
-                       ::testing::Range(0, 17)),
-    [](const ::testing::TestParamInfo<std::tuple<Subject, int>>& info) {
-      Message m = AllMessages(1, 1)[std::get<1>(info.param)];
-      return std::string(SubjectName(std::get<0>(info.param))) + "_" +
-             net::MsgTypeName(net::TypeOf(m));
-    });
+INSTANTIATE_TEST_SUITE_P(AllStatesAllMessages, StateEventTable,
+                         ::testing::Combine(::testing::Values(Subject::kHandshaking,
+                                                              Subject::kPending, Subject::kProposed,
+                                                              Subject::kReady, Subject::kMember),
+                                            ::testing::Range(0, 17)),
+                         [](const ::testing::TestParamInfo<std::tuple<Subject, int>>& info) {
+                           Message m = AllMessages(1, 1)[std::get<1>(info.param)];
+                           return std::string(SubjectName(std::get<0>(info.param))) + "_" +
+                                  net::MsgTypeName(net::TypeOf(m));
+                         });
 
 // ---- Epoch setup -----------------------------------------------------------------------------
 

@@ -191,6 +191,11 @@ Status PeerRuntime::UpdateTopology(Deadline deadline) {
         update_waiters_.push_back(waiter);
         return Status::Ok();
       case Phase::kMember:
+        if (epoch_.number != epoch_seen_by_user_ && !epoch_.broken) {
+          epoch_seen_by_user_ = epoch_.number;  // admitted before this call: a step boundary
+          waiter->Set(Status::Ok());
+          return Status::Ok();
+        }
         update_waiters_.push_back(waiter);
         if (!epoch_.barrier_sent) {
           epoch_.barrier_sent = true;
@@ -450,6 +455,7 @@ void PeerRuntime::Handle(const net::EpochCommit& m) {
   PublishSnapshot();
   spdlog::info("peer {}: member of epoch {} (rank {} of {})", Hex(peer_id_), epoch_.number,
                epoch_.rank, n);
+  if (!update_waiters_.empty()) epoch_seen_by_user_ = epoch_.number;
   CompleteUpdates(Status::Ok());
 }
 

@@ -150,6 +150,9 @@ class PeerRuntime : public std::enable_shared_from_this<PeerRuntime> {
   Phase phase_ = Phase::kConnecting;
   Status closed_reason_;
   Epoch epoch_;
+  // The committed epoch the user last saw return from UpdateTopology. A peer admitted before its
+  // user called UpdateTopology (a joiner, the first peer) returns from that call at once.
+  std::uint64_t epoch_seen_by_user_ = 0;
   std::optional<Setup> setup_;
   std::map<std::uint64_t, std::vector<std::pair<std::uint16_t, asio::ip::tcp::socket>>> held_;
   std::vector<std::shared_ptr<Completion>> update_waiters_;

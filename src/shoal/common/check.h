@@ -20,11 +20,11 @@ namespace shoal::internal {
 
 }  // namespace shoal::internal
 
-#define SHOAL_CHECK(condition)                                                      \
-  ((condition) ? static_cast<void>(0)                                               \
+#define SHOAL_CHECK(condition)        \
+  ((condition) ? static_cast<void>(0) \
                : ::shoal::internal::CheckFailed(#condition, __FILE__, __LINE__, ""))
 
 // `why` is a C string naming the broken rule.
-#define SHOAL_CHECK_MSG(condition, why)                                              \
-  ((condition) ? static_cast<void>(0)                                                \
+#define SHOAL_CHECK_MSG(condition, why) \
+  ((condition) ? static_cast<void>(0)   \
                : ::shoal::internal::CheckFailed(#condition, __FILE__, __LINE__, (why)))

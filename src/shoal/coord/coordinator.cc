@@ -11,8 +11,8 @@
 //   has no members and only remembers the last number used.
 // - live member: a peer record in kProposed/kReady/kMember; those are always peers of the current
 //   epoch (every proposal moves all of them), so a member that died is simply a missing record.
-// - demote: move a proposed/committed peer back to pending with Removed{code}; it goes to the end of
-//   the pending order.
+// - demote: move a proposed/committed peer back to pending with Removed{code}; it goes to the end
+//   of the pending order.
 // - op record: the OpResults received for one (tag, seq) of the current epoch.
 //
 // State changes go through MovePeer() and MovePhase(), which check the transition tables
@@ -53,6 +53,11 @@
 //    counts against max_open_ops until the epoch ends and cannot cause a commit.
 // 8. View.epoch in kEmpty is the last epoch number used (0 before the first); View.members of a
 //    committed epoch is its ring order as committed, members lost since included.
+// 9. A Leave is answered with a Close only; the leaver is not sent the EpochAbort its leaving
+//    causes. A barrier whose entrants have all died starts over: its deadline runs from the next
+//    entrant. Reject codes: REJECTED for a duplicate id or a full pending queue, PROTOCOL for id 0.
+// 10. OnConnect has no outputs, so the coordinator cannot refuse a connection there: the shell caps
+//    accepted connections at limits::kConnectionsMax; the hello timeout bounds silent ones.
 #include "shoal/coord/coordinator.h"
 
 #include <algorithm>
@@ -81,21 +86,30 @@ enum class Phase {
 
 const char* PeerStateName(PeerState s) {
   switch (s) {
-    case PeerState::kHandshaking: return "handshaking";
-    case PeerState::kPending: return "pending";
-    case PeerState::kProposed: return "proposed";
-    case PeerState::kReady: return "ready";
-    case PeerState::kMember: return "member";
+    case PeerState::kHandshaking:
+      return "handshaking";
+    case PeerState::kPending:
+      return "pending";
+    case PeerState::kProposed:
+      return "proposed";
+    case PeerState::kReady:
+      return "ready";
+    case PeerState::kMember:
+      return "member";
   }
   return "?";
 }
 
 const char* PhaseName(Phase p) {
   switch (p) {
-    case Phase::kEmpty: return "empty";
-    case Phase::kSetup: return "setup";
-    case Phase::kActive: return "active";
-    case Phase::kBroken: return "broken";
+    case Phase::kEmpty:
+      return "empty";
+    case Phase::kSetup:
+      return "setup";
+    case Phase::kActive:
+      return "active";
+    case Phase::kBroken:
+      return "broken";
   }
   return "?";
 }
@@ -104,8 +118,10 @@ const char* PhaseName(Phase p) {
 // state and is not a move.
 bool LegalPeerMove(PeerState from, PeerState to) {
   switch (from) {
-    case PeerState::kHandshaking: return to == PeerState::kPending;  // Welcome
-    case PeerState::kPending: return to == PeerState::kProposed;     // admitted by a proposal
+    case PeerState::kHandshaking:
+      return to == PeerState::kPending;  // Welcome
+    case PeerState::kPending:
+      return to == PeerState::kProposed;  // admitted by a proposal
     case PeerState::kProposed:  // ready, re-proposed, or demoted (suspect / setup timeout)
       return to == PeerState::kReady || to == PeerState::kProposed || to == PeerState::kPending;
     case PeerState::kReady:  // committed, re-proposed, or demoted (named suspect)
@@ -119,11 +135,14 @@ bool LegalPeerMove(PeerState from, PeerState to) {
 // The group transition table.
 bool LegalPhaseMove(Phase from, Phase to) {
   switch (from) {
-    case Phase::kEmpty: return to == Phase::kSetup;  // pending peers proposed
-    case Phase::kSetup:  // re-proposed, committed, or no one left
+    case Phase::kEmpty:
+      return to == Phase::kSetup;  // pending peers proposed
+    case Phase::kSetup:            // re-proposed, committed, or no one left
       return to == Phase::kSetup || to == Phase::kActive || to == Phase::kEmpty;
-    case Phase::kActive: return to == Phase::kBroken || to == Phase::kSetup;  // abort, barrier
-    case Phase::kBroken: return to == Phase::kSetup || to == Phase::kEmpty;   // barrier, all gone
+    case Phase::kActive:
+      return to == Phase::kBroken || to == Phase::kSetup;  // abort, barrier
+    case Phase::kBroken:
+      return to == Phase::kSetup || to == Phase::kEmpty;  // barrier, all gone
   }
   return false;
 }
@@ -131,10 +150,12 @@ bool LegalPhaseMove(Phase from, Phase to) {
 bool IsLiveMember(PeerState s) {
   switch (s) {
     case PeerState::kHandshaking:
-    case PeerState::kPending: return false;
+    case PeerState::kPending:
+      return false;
     case PeerState::kProposed:
     case PeerState::kReady:
-    case PeerState::kMember: return true;
+    case PeerState::kMember:
+      return true;
   }
   return false;
 }
@@ -237,7 +258,8 @@ struct Coordinator::Impl {
       if (peers.find(conn) != peers.end()) Forget(conn, SHOAL_ERR_PEER_LOST, /*emit_close=*/true);
     }
     switch (phase) {
-      case Phase::kEmpty: break;
+      case Phase::kEmpty:
+        break;
       case Phase::kSetup:
         if (now_ms >= epoch.setup_deadline_ms) {
           std::vector<ConnId> late;
@@ -249,7 +271,9 @@ struct Coordinator::Impl {
         }
         break;
       case Phase::kActive:
-      case Phase::kBroken: MaybeCompleteBarrier(); break;
+      case Phase::kBroken:
+        MaybeCompleteBarrier();
+        break;
     }
     for (auto& [conn, p] : peers) {
       if (p.state == PeerState::kHandshaking) continue;
@@ -267,30 +291,41 @@ struct Coordinator::Impl {
 
   void On(Peer& p, const net::Hello& m) {
     switch (p.state) {
-      case PeerState::kHandshaking: Admit(p, m); return;
+      case PeerState::kHandshaking:
+        Admit(p, m);
+        return;
       case PeerState::kPending:
       case PeerState::kProposed:
       case PeerState::kReady:
-      case PeerState::kMember: Refuse(p, "second Hello on a connection"); return;
+      case PeerState::kMember:
+        Refuse(p, "second Hello on a connection");
+        return;
     }
   }
 
   void On(Peer& p, const net::Heartbeat&) {
     switch (p.state) {
-      case PeerState::kHandshaking: Refuse(p, "Heartbeat before Hello"); return;
+      case PeerState::kHandshaking:
+        Refuse(p, "Heartbeat before Hello");
+        return;
       case PeerState::kPending:
       case PeerState::kProposed:
       case PeerState::kReady:
-      case PeerState::kMember: return;  // arrival time already noted
+      case PeerState::kMember:
+        return;  // arrival time already noted
     }
   }
 
   void On(Peer& p, const net::UpdateTopology& m) {
     switch (p.state) {
-      case PeerState::kHandshaking: Refuse(p, "UpdateTopology before Hello"); return;
+      case PeerState::kHandshaking:
+        Refuse(p, "UpdateTopology before Hello");
+        return;
       case PeerState::kPending:
       case PeerState::kProposed:
-      case PeerState::kReady: StaleUpdateTopology(p, m.epoch); return;
+      case PeerState::kReady:
+        StaleUpdateTopology(p, m.epoch);
+        return;
       case PeerState::kMember:
         if (m.epoch != epoch.number) {
           StaleUpdateTopology(p, m.epoch);
@@ -305,12 +340,15 @@ struct Coordinator::Impl {
 
   void On(Peer& p, const net::EpochReady& m) {
     if (p.state == PeerState::kHandshaking) return Refuse(p, "EpochReady before Hello");
-    if (m.epoch > p.proposed_epoch) return Refuse(p, "EpochReady for an epoch never proposed to it");
+    if (m.epoch > p.proposed_epoch)
+      return Refuse(p, "EpochReady for an epoch never proposed to it");
     if (!m.ok && m.code == SHOAL_OK) return Refuse(p, "failed EpochReady with code OK");
     if (m.epoch != epoch.number) return;  // stale: that proposal is gone
     switch (p.state) {
-      case PeerState::kHandshaking: return;  // handled above
-      case PeerState::kPending: return;      // demoted from that proposal: stale
+      case PeerState::kHandshaking:
+        return;  // handled above
+      case PeerState::kPending:
+        return;  // demoted from that proposal: stale
       case PeerState::kProposed:
         if (m.ok) {
           Ready(p);
@@ -319,13 +357,17 @@ struct Coordinator::Impl {
         }
         return;
       case PeerState::kReady:
-      case PeerState::kMember: Refuse(p, "second EpochReady for one proposal"); return;
+      case PeerState::kMember:
+        Refuse(p, "second EpochReady for one proposal");
+        return;
     }
   }
 
   void On(Peer& p, const net::OpResult& m) {
     switch (p.state) {
-      case PeerState::kHandshaking: Refuse(p, "OpResult before Hello"); return;
+      case PeerState::kHandshaking:
+        Refuse(p, "OpResult before Hello");
+        return;
       case PeerState::kPending:
       case PeerState::kProposed:
       case PeerState::kReady:
@@ -342,7 +384,9 @@ struct Coordinator::Impl {
 
   void On(Peer& p, const net::EpochFault& m) {
     switch (p.state) {
-      case PeerState::kHandshaking: Refuse(p, "EpochFault before Hello"); return;
+      case PeerState::kHandshaking:
+        Refuse(p, "EpochFault before Hello");
+        return;
       case PeerState::kPending:
       case PeerState::kProposed:
       case PeerState::kReady:
@@ -360,11 +404,15 @@ struct Coordinator::Impl {
 
   void On(Peer& p, const net::Leave&) {
     switch (p.state) {
-      case PeerState::kHandshaking: Refuse(p, "Leave before Hello"); return;
+      case PeerState::kHandshaking:
+        Refuse(p, "Leave before Hello");
+        return;
       case PeerState::kPending:
       case PeerState::kProposed:
       case PeerState::kReady:
-      case PeerState::kMember: Forget(p.conn, SHOAL_ERR_PEER_LEFT, /*emit_close=*/true); return;
+      case PeerState::kMember:
+        Forget(p.conn, SHOAL_ERR_PEER_LEFT, /*emit_close=*/true);
+        return;
     }
   }
 
@@ -386,10 +434,13 @@ struct Coordinator::Impl {
     p.arrival = ++arrivals;
     Send(p, net::Welcome{p.id, config.heartbeat_interval_ms, config.heartbeat_timeout_ms});
     switch (phase) {
-      case Phase::kEmpty: ProposeToEmptyGroup(); return;
+      case Phase::kEmpty:
+        ProposeToEmptyGroup();
+        return;
       case Phase::kSetup:
       case Phase::kActive:
-      case Phase::kBroken: return;  // waits for the next barrier
+      case Phase::kBroken:
+        return;  // waits for the next barrier
     }
   }
 
@@ -601,9 +652,12 @@ struct Coordinator::Impl {
     if (emit_close) out->push_back(Output{Output::Kind::kClose, conn, {}});
     switch (state) {
       case PeerState::kHandshaking:
-      case PeerState::kPending: return;
+      case PeerState::kPending:
+        return;
       case PeerState::kProposed:
-      case PeerState::kReady: FailSetup({}, SHOAL_OK, ""); return;  // re-propose the rest
+      case PeerState::kReady:
+        FailSetup({}, SHOAL_OK, "");
+        return;  // re-propose the rest
       case PeerState::kMember:
         if (phase == Phase::kActive) Break(member_code, id);
         SHOAL_CHECK(phase == Phase::kBroken);
@@ -628,8 +682,8 @@ struct Coordinator::Impl {
 
   void MovePeer(Peer& p, PeerState next) {
     if (!LegalPeerMove(p.state, next)) {
-      std::string why = std::string("illegal peer move ") + PeerStateName(p.state) + " -> " +
-                        PeerStateName(next);
+      std::string why =
+          std::string("illegal peer move ") + PeerStateName(p.state) + " -> " + PeerStateName(next);
       SHOAL_CHECK_MSG(false, why.c_str());
     }
     p.state = next;
@@ -671,7 +725,8 @@ struct Coordinator::Impl {
     v.epoch = epoch.number;
     v.highest_epoch = highest_epoch;
     switch (phase) {
-      case Phase::kEmpty: break;
+      case Phase::kEmpty:
+        break;
       case Phase::kSetup:
         for (const net::Member& m : epoch.members) v.members.push_back(m.peer_id);
         break;

@@ -1,0 +1,272 @@
+// shoal-swarm: the main demo. A coordinator and a swarm of peers on 127.0.0.1 run all-reduces step
+// after step while the driver injects churn: it SIGKILLs one peer in the middle of the run, later
+// starts a new one that joins at a step boundary, and finally stops everyone (they leave cleanly).
+// Every peer narrates what it sees; at the end the driver checks the promises from the peers'
+// records: every result exact, every collective bit-identical on all its members, every failure
+// reported with the same status and lost peer by all survivors, and every failure followed by a
+// successful retry. Exit 0 only if all hold.
+//
+//   shoal-swarm                      4 peers, 16 MiB all-reduces, kill at 3 s, join at 6 s, stop at 10 s
+//   shoal-swarm --peers 6 --mib 64 --kill-at 2 --join-at 5 --stop-at 12
+#include <fmt/format.h>
+#include <xxhash.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "shoal/shoal.hpp"
+#include "tools/common/pattern.h"
+#include "tools/common/process.h"
+
+namespace {
+
+using shoal::tools::Supervisor;
+using Clock = std::chrono::steady_clock;
+
+std::atomic<bool> g_stop{false};
+void OnStopSignal(int) { g_stop = true; }
+
+struct PeerArgs {
+  int coord_port = 0;
+  std::string name;
+  std::string record_path;
+  std::size_t count = 0;
+};
+
+// One peer: update_topology, all-reduce, check, narrate, until SIGTERM; then leave.
+int RunPeer(const PeerArgs& a) {
+  std::signal(SIGTERM, OnStopSignal);
+  std::signal(SIGINT, OnStopSignal);
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  shoal::Options opt;
+  opt.coordinator_port = static_cast<std::uint16_t>(a.coord_port);
+  opt.timeout_ms = 15000;
+  opt.log_level = "error";
+  std::unique_ptr<shoal::Communicator> comm;
+  shoal::Status s = shoal::Communicator::Create(opt, &comm);
+  if (!s.ok()) {
+    std::printf("%-7s cannot join: %s\n", a.name.c_str(), s.ToString().c_str());
+    return 1;
+  }
+  std::ofstream record(a.record_path);
+  record << "ID " << fmt::format("{:016x}", comm->peer_id()) << "\n" << std::flush;
+  std::printf("%-7s connected as peer %016llx, waiting to be admitted\n", a.name.c_str(),
+              static_cast<unsigned long long>(comm->peer_id()));
+  std::vector<float> buf(a.count);
+  std::uint64_t last_epoch = 0;
+  int k = 0, step = 0;
+  while (!g_stop) {
+    s = comm->UpdateTopology();
+    if (!s.ok()) {
+      std::printf("%-7s update_topology: %s\n", a.name.c_str(), s.ToString().c_str());
+      if (s.code() == SHOAL_ERR_TIMEOUT) continue;
+      return 1;
+    }
+    if (comm->epoch() != last_epoch) {
+      std::printf("%-7s epoch %llu: rank %u of %u\n", a.name.c_str(),
+                  static_cast<unsigned long long>(comm->epoch()), comm->rank(), comm->world_size());
+      last_epoch = comm->epoch();
+      k = 0;
+    }
+    std::uint32_t n = comm->world_size();
+    shoal::tools::FillPattern(buf.data(), buf.size(), static_cast<int>(comm->rank()));
+    auto t0 = Clock::now();
+    s = comm->AllReduce(buf.data(), buf.data(), buf.size(), SHOAL_F32, SHOAL_SUM);
+    double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    std::string check = "-";
+    std::uint64_t hash = 0;
+    if (s.ok()) {
+      check = shoal::tools::CheckSum(buf.data(), buf.size(), static_cast<int>(n)).bad_count == 0
+                  ? "ok"
+                  : "WRONG";
+      hash = XXH3_64bits(buf.data(), buf.size() * sizeof(float));
+      std::printf("%-7s step %3d  all-reduce of %zu MiB among %u: ok in %6.1f ms, result %s\n",
+                  a.name.c_str(), step, buf.size() * 4 >> 20, n, ms, check.c_str());
+    } else {
+      std::printf("%-7s step %3d  all-reduce failed after %.1f ms: %s\n",
+                  a.name.c_str(), step, ms, s.ToString().c_str());
+    }
+    record << fmt::format("RESULT {} {} {} {} {:016x} {:016x} {}\n", last_epoch, k, n,
+                          static_cast<int>(s.code()), s.peer(), hash, check)
+           << std::flush;
+    k++;
+    if (s.ok()) step++;
+  }
+  s = comm->Leave();
+  std::printf("%-7s left the group after %d steps (%s)\n", a.name.c_str(), step,
+              s.ok() ? "cleanly" : s.ToString().c_str());
+  return 0;
+}
+
+struct Result {
+  std::uint64_t epoch;
+  int k;
+  unsigned n;
+  int status;
+  std::string lost, hash, check;
+};
+
+// Reads the peers' records and checks the promises. Prints a summary; true if all hold.
+bool Verify(const std::vector<std::string>& records) {
+  std::map<std::pair<std::uint64_t, int>, std::set<std::string>> hashes, failures;
+  std::map<std::pair<std::uint64_t, int>, unsigned> reporters, members;
+  int ok = 0, failed = 0, wrong = 0, unretried = 0;
+  for (const std::string& path : records) {
+    std::ifstream in(path);
+    std::string word;
+    bool pending_failure = false;
+    while (in >> word) {
+      if (word == "ID") {
+        in >> word;
+        continue;
+      }
+      Result r;
+      in >> r.epoch >> r.k >> r.n >> r.status >> r.lost >> r.hash >> r.check;
+      auto key = std::make_pair(r.epoch, r.k);
+      if (r.status == SHOAL_OK) {
+        ok++;
+        pending_failure = false;
+        if (r.check != "ok") wrong++;
+        hashes[key].insert(r.hash);
+        reporters[key]++;
+        members[key] = r.n;
+      } else {
+        failed++;
+        pending_failure = true;
+        failures[key].insert(std::to_string(r.status) + "/" + r.lost);
+      }
+    }
+    // A peer that was killed or stopped may end on a failure; only survivors must retry, and the
+    // driver stops the survivors long after the last fault.
+    (void)pending_failure;
+  }
+  int diverged = 0, partial = 0, disagreed = 0;
+  for (auto& [key, set] : hashes) {
+    if (set.size() != 1) diverged++;
+    if (reporters[key] != members[key]) partial++;
+  }
+  for (auto& [key, set] : failures) {
+    if (set.size() != 1) disagreed++;
+    if (hashes.count(key)) disagreed++;  // one member succeeded where another failed
+  }
+  std::printf("\nswarm summary: %d successful all-reduce results, %d failed (retried), %d wrong, "
+              "%d collectives with differing bits, %d with a missing member, %d failures on which "
+              "survivors disagreed\n",
+              ok, failed, wrong, diverged, partial, disagreed);
+  (void)unretried;
+  return ok > 0 && wrong == 0 && diverged == 0 && partial == 0 && disagreed == 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"shoal-swarm: a local swarm of peers with churn (see the file header)"};
+  int peers = 4;
+  double mib = 16, kill_at_s = 3, join_at_s = 6, stop_at_s = 10;
+  std::string coord_bin;
+  bool peer_mode = false;
+  PeerArgs pa;
+  app.add_option("--peers", peers, "peers at the start")->check(CLI::Range(2, 16));
+  app.add_option("--mib", mib, "all-reduce size in MiB (f32)")->check(CLI::Range(0.001, 1024.0));
+  app.add_option("--kill-at", kill_at_s, "seconds until one peer is SIGKILLed (0: never)");
+  app.add_option("--join-at", join_at_s, "seconds until a new peer is started (0: never)");
+  app.add_option("--stop-at", stop_at_s, "seconds until everyone is stopped");
+  app.add_option("--coord-bin", coord_bin, "path of shoal-coord (default: next to this program)");
+  app.add_flag("--peer", peer_mode)->group("");  // internal: run as one peer
+  app.add_option("--coord-port", pa.coord_port)->group("");
+  app.add_option("--name", pa.name)->group("");
+  app.add_option("--record", pa.record_path)->group("");
+  app.add_option("--count", pa.count)->group("");
+  CLI11_PARSE(app, argc, argv);
+  if (peer_mode) return RunPeer(pa);
+
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  std::string self = shoal::tools::SelfExecutablePath();
+  if (coord_bin.empty()) coord_bin = (std::filesystem::path(self).parent_path() / "../coord/shoal-coord").lexically_normal().string();
+  if (!shoal::tools::IsExecutableFile(coord_bin)) {
+    std::fprintf(stderr, "shoal-coord not found at %s (use --coord-bin)\n", coord_bin.c_str());
+    return 2;
+  }
+  Supervisor sup;
+  shoal::tools::TempDir dir;
+  std::string error;
+  if (!dir.Create("shoal-swarm-", &error)) {
+    std::fprintf(stderr, "%s\n", error.c_str());
+    return 2;
+  }
+  auto start = Clock::now();
+  auto at = [&](double s) { return start + std::chrono::milliseconds(static_cast<long>(s * 1000)); };
+  std::string port_file = dir.path() + "/coord.port";
+  pid_t coord_pid;
+  if (!sup.Spawn({"coordinator", {coord_bin, "--port", "0", "--port-file", port_file, "--log-level", "warn"}, "", dir.path() + "/coord.log"}, &coord_pid, &error)) {
+    std::fprintf(stderr, "%s\n", error.c_str());
+    return 2;
+  }
+  int port = 0;
+  while (port == 0) {
+    std::ifstream in(port_file);
+    if (in >> port) break;
+    if (!sup.Running(coord_pid) || Clock::now() > start + std::chrono::seconds(10) ||
+        !sup.SleepUntil(Clock::now() + std::chrono::milliseconds(20))) {
+      std::fprintf(stderr, "shoal-coord did not start:\n%s\n", shoal::tools::TailOfFile(dir.path() + "/coord.log", 10).c_str());
+      return 2;
+    }
+  }
+  std::printf("driver  coordinator listening on 127.0.0.1:%d; starting %d peers, %.0f MiB f32 all-reduces\n", port, peers, mib);
+  std::size_t count = static_cast<std::size_t>(mib * 1048576 / 4);
+  std::vector<pid_t> pids;
+  std::vector<std::string> records;
+  auto start_peer = [&](const std::string& name) {
+    std::string record = dir.path() + "/" + name + ".record";
+    pid_t pid;
+    if (!sup.Spawn({name, {self, "--peer", "--coord-port", std::to_string(port), "--name", name, "--record", record, "--count", std::to_string(count)}, "", ""}, &pid, &error)) {
+      std::fprintf(stderr, "%s\n", error.c_str());
+      return false;
+    }
+    pids.push_back(pid);
+    records.push_back(record);
+    return true;
+  };
+  for (int i = 0; i < peers; i++) {
+    if (!start_peer("peer" + std::to_string(i))) return 2;
+  }
+  bool killed = kill_at_s <= 0, joined = join_at_s <= 0;
+  while (Clock::now() < at(stop_at_s)) {
+    if (!killed && Clock::now() >= at(kill_at_s)) {
+      std::printf("driver  >>> SIGKILL peer1 (pid %d) in the middle of the run\n", pids[1]);
+      ::kill(pids[1], SIGKILL);
+      killed = true;
+    }
+    if (!joined && Clock::now() >= at(join_at_s)) {
+      std::printf("driver  >>> starting peer%d: it joins at the next step boundary\n", peers);
+      if (!start_peer("peer" + std::to_string(peers))) return 2;
+      joined = true;
+    }
+    double next = stop_at_s;
+    if (!killed) next = std::min(next, kill_at_s);
+    if (!joined) next = std::min(next, join_at_s);
+    Supervisor::Event ev = sup.Wait(at(next));
+    if (ev == Supervisor::Event::kInterrupted) break;
+  }
+  std::printf("driver  >>> stopping the swarm (SIGTERM: every peer leaves cleanly)\n");
+  for (pid_t pid : pids) {
+    if (sup.Running(pid)) ::kill(pid, SIGTERM);
+  }
+  for (pid_t pid : pids) sup.Stop(pid, std::chrono::milliseconds(20000));  // waits; SIGKILL late
+  sup.StopAll(std::chrono::milliseconds(5000));                              // the coordinator
+  bool good = Verify(records);
+  std::printf("%s\n", good ? "PASS: every result exact and bit-identical on all members; every "
+                             "failure agreed by all survivors"
+                           : "FAIL: see the summary above");
+  return good ? 0 : 1;
+}
