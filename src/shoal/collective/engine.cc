@@ -5,6 +5,16 @@
 #include <utility>
 
 namespace shoal::collective {
+namespace {
+
+// Asio's default completion conditions move at most 64 KiB per read_some/write_some, i.e. one
+// system call and one trip through the reactor per 64 KiB. Segments are up to several MiB, so let
+// each call move as much as the kernel will take.
+std::size_t WholeBuffer(const asio::error_code& ec, std::size_t) {
+  return ec ? 0 : std::size_t{1} << 30;
+}
+
+}  // namespace
 
 RingEngine::RingEngine(std::vector<asio::ip::tcp::socket> out,
                        std::vector<asio::ip::tcp::socket> in, PeerId prev, PeerId next,
@@ -109,7 +119,7 @@ void RingEngine::ProcessHead(std::uint32_t k, RingAllReduce* op) {
   std::uint8_t* target = op->RecvTarget(expected, s.staging.data());
   OpKey key{s.seg.tag, s.seg.seq};
   auto self = shared_from_this();
-  asio::async_read(s.socket, asio::buffer(target, bytes),
+  asio::async_read(s.socket, asio::buffer(target, bytes), WholeBuffer,
                    [this, self, k, key](const asio::error_code& ec, std::size_t) {
                      if (stopped_) return;
                      if (ec) {
@@ -161,7 +171,7 @@ void RingEngine::TrySend(std::uint32_t k) {
   std::array<asio::const_buffer, 2> bufs{asio::buffer(s.head),
                                          asio::buffer(op->SendData(unit), bytes)};
   auto self = shared_from_this();
-  asio::async_write(s.socket, bufs,
+  asio::async_write(s.socket, bufs, WholeBuffer,
                     [this, self, k, key, unit](const asio::error_code& ec, std::size_t) {
                       if (stopped_) return;
                       out_[k]->writing = false;

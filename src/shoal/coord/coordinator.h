@@ -31,7 +31,7 @@ struct Config {
   std::uint32_t barrier_timeout_ms = 30000;   // demote members late to update_topology by this much
   std::uint32_t setup_timeout_ms = 10000;     // give up on an epoch setup after this long
   std::uint32_t streams_per_link = 4;         // TCP streams per ring link, sent in proposals
-  std::uint32_t segment_bytes = 1u << 20;     // pipelining unit of collectives, sent in proposals
+  std::uint32_t segment_bytes = 2u << 20;     // pipelining unit of collectives, sent in proposals
   std::uint32_t max_members = limits::kMembersMax;
   std::uint32_t max_pending = limits::kPendingMax;
   std::uint32_t max_open_ops = 1u << 16;  // op records awaiting results in one epoch
