@@ -115,8 +115,10 @@ Status PeerRuntime::Start(Deadline deadline) {
                                                      kControlWriteQueueBytesMax);
   welcome_ = std::make_shared<Completion>();
   work_.emplace(asio::make_work_guard(io_));
-  std::weak_ptr<PeerRuntime> weak = shared_from_this();
-  asio::post(io_, [this, self = shared_from_this()] {
+  // Handlers capture `this` only: Close() joins the io thread before the runtime is destroyed, and
+  // handlers still queued then are destroyed with io_ without running. (Capturing a shared_ptr
+  // to the runtime in a handler that never runs would keep it alive forever.)
+  asio::post(io_, [this] {
     last_received_ms_ = MonotonicNowMs();
     control_->Start(
         [this](net::Message&& m) { OnControlMessage(std::move(m)); },
@@ -252,10 +254,10 @@ Status PeerRuntime::Wait(const std::shared_ptr<OpRequest>& op, Deadline wait_dea
   if (op->completion.WaitUntil(early ? wait_deadline : op->deadline, &s)) return s;
   if (early) return Status(SHOAL_ERR_TIMEOUT, "not done yet");
   // The op's deadline passed: report it and wait for the agreed verdict.
-  asio::post(io_, [this, op, self = shared_from_this()] { OnOpDeadline(op); });
+  asio::post(io_, [this, op] { OnOpDeadline(op); });
   Deadline grace = op->deadline.Extended(options_.verdict_grace_ms);
   if (op->completion.WaitUntil(grace, &s)) return s;
-  asio::post(io_, [this, op, self = shared_from_this()] {
+  asio::post(io_, [this, op] {
     ForceFail(op, Status(SHOAL_ERR_COORDINATOR_LOST,
                          "no verdict from the coordinator within the grace period"));
   });
@@ -296,23 +298,9 @@ Status PeerRuntime::Leave(Deadline deadline) {
 
 void PeerRuntime::OnControlMessage(net::Message&& m) {
   last_received_ms_ = MonotonicNowMs();
-  std::visit(
-      [this, &m](auto& msg) {
-        using T = std::decay_t<decltype(msg)>;
-        if constexpr (std::is_same_v<T, net::Welcome> || std::is_same_v<T, net::Reject> ||
-                      std::is_same_v<T, net::TopologyUnchanged> ||
-                      std::is_same_v<T, net::EpochPropose> ||
-                      std::is_same_v<T, net::EpochCommit> || std::is_same_v<T, net::OpCommit> ||
-                      std::is_same_v<T, net::EpochAbort> || std::is_same_v<T, net::Removed> ||
-                      std::is_same_v<T, net::Error>) {
-          Handle(msg);
-        } else if constexpr (std::is_same_v<T, net::Heartbeat>) {
-          // liveness only
-        } else {
-          Unexpected(m);
-        }
-      },
-      m);
+  // One dispatch: the Handle overloads take what a coordinator may send; the template overload in
+  // the header is the one reject path for everything else.
+  std::visit([this](const auto& msg) { Handle(msg); }, m);
 }
 
 void PeerRuntime::Unexpected(const net::Message& m) {
@@ -441,7 +429,6 @@ void PeerRuntime::Handle(const net::EpochCommit& m) {
     for (auto& s : setup_->out) out.push_back(std::move(*s));
     for (auto& s : setup_->in) in.push_back(std::move(*s));
     std::uint64_t epoch = m.epoch;
-    std::weak_ptr<PeerRuntime> weak = weak_from_this();
     collective::RingEngine::Callbacks cb;
     cb.on_op_done = [this, epoch](collective::OpKey key) { OnOpDone(epoch, key); };
     cb.on_fault = [this, epoch](const Status& why) { OnEngineFault(epoch, why); };

@@ -9,8 +9,8 @@
 // and only after the engine has stopped touching its buffers (the op finished, or the engine was
 // stopped first).
 //
-// Thread safety: public methods are thread-safe. Lifetime: shared_ptr; Close() before the last
-// reference goes (the destructor of the Communicator does it).
+// Thread safety: public methods are thread-safe. Lifetime: held by shared_ptr (the Communicator and
+// its Requests); the destructor calls Close(), which joins the io thread.
 #pragma once
 
 #include <asio.hpp>
@@ -41,7 +41,7 @@ struct OpRequest {
   bool locally_done = false;  // io thread only
 };
 
-class PeerRuntime : public std::enable_shared_from_this<PeerRuntime> {
+class PeerRuntime {
  public:
   static Status Create(const Options& options, std::shared_ptr<PeerRuntime>* out);
   ~PeerRuntime();
@@ -112,6 +112,11 @@ class PeerRuntime : public std::enable_shared_from_this<PeerRuntime> {
   void Handle(const net::EpochAbort& m);
   void Handle(const net::Removed& m);
   void Handle(const net::Error& m);
+  void Handle(const net::Heartbeat&) {}  // liveness only: OnControlMessage noted the time
+  template <typename T>
+  void Handle(const T& m) {  // messages only a peer sends (Hello, OpResult, DataHello, ...)
+    Unexpected(net::Message(m));
+  }
   void Unexpected(const net::Message& m);
 
   void AcceptNext();

@@ -30,7 +30,7 @@ struct Config {
   std::uint32_t hello_timeout_ms = 5000;      // drop a connection that has not said Hello by then
   std::uint32_t barrier_timeout_ms = 30000;   // demote members late to update_topology by this much
   std::uint32_t setup_timeout_ms = 10000;     // give up on an epoch setup after this long
-  std::uint32_t streams_per_link = 4;         // TCP streams per ring link, sent in proposals
+  std::uint32_t streams_per_link = 2;         // TCP streams per ring link (docs/benchmarks.md)
   std::uint32_t segment_bytes = 2u << 20;     // pipelining unit of collectives, sent in proposals
   std::uint32_t max_members = limits::kMembersMax;
   std::uint32_t max_pending = limits::kPendingMax;
