@@ -40,7 +40,7 @@
 
 #include "shoal/common/clock.h"
 #include "shoal/common/limits.h"
-#include "shoal/common/status.h"
+#include "shoal/status.hpp"
 #include "shoal/net/codec.h"
 #include "shoal/net/messages.h"
 

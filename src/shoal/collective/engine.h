@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "shoal/collective/ring_allreduce.h"
-#include "shoal/common/status.h"
+#include "shoal/status.hpp"
 #include "shoal/net/codec.h"
 
 namespace shoal::collective {

@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "shoal/collective/ring_schedule.h"
-#include "shoal/common/status.h"
+#include "shoal/status.hpp"
 #include "shoal/types.h"
 
 namespace shoal::collective {

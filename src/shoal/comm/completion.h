@@ -8,7 +8,7 @@
 #include <mutex>
 
 #include "shoal/common/clock.h"
-#include "shoal/common/status.h"
+#include "shoal/status.hpp"
 
 namespace shoal::comm {
 

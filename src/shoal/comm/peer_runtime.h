@@ -25,7 +25,7 @@
 #include "shoal/collective/engine.h"
 #include "shoal/comm/completion.h"
 #include "shoal/common/clock.h"
-#include "shoal/common/status.h"
+#include "shoal/status.hpp"
 #include "shoal/net/framed_connection.h"
 #include "shoal/net/messages.h"
 #include "shoal/shoal.hpp"

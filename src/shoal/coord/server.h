@@ -30,7 +30,7 @@
 #include <vector>
 
 #include "shoal/common/limits.h"
-#include "shoal/common/status.h"
+#include "shoal/status.hpp"
 #include "shoal/coord/coordinator.h"
 
 namespace shoal::coord {

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "shoal/common/limits.h"
-#include "shoal/common/status.h"
+#include "shoal/status.hpp"
 #include "shoal/net/messages.h"
 
 namespace shoal::net {

@@ -14,7 +14,7 @@
 #include <memory>
 #include <vector>
 
-#include "shoal/common/status.h"
+#include "shoal/status.hpp"
 #include "shoal/net/codec.h"
 #include "shoal/net/messages.h"
 

@@ -10,7 +10,7 @@
 #include <variant>
 #include <vector>
 
-#include "shoal/common/status.h"
+#include "shoal/status.hpp"
 
 namespace shoal::net {
 

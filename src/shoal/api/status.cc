@@ -1,4 +1,5 @@
-#include "shoal/common/status.h"
+// The public status vocabulary (include/shoal/status.hpp and shoal_strerror in types.h).
+#include "shoal/status.hpp"
 
 #include <cinttypes>
 #include <cstdio>
