@@ -1,4 +1,3 @@
-// The public status vocabulary (include/shoal/status.hpp and shoal_strerror in types.h).
 #include "shoal/status.hpp"
 
 #include <cinttypes>
