@@ -1,21 +1,44 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs the Debian packages it needs, builds shoal and runs
-# every test with ctest (unit, simulator, multi-process, C99 API, tool smoke tests).
+# every test with ctest (unit, simulator, multi-process, C99 API, install, tool smoke tests), then
+# builds and runs the suite again under ASan+UBSan and under TSan, each in its own build folder.
 #
-#   scripts/test.sh                  build in build/ci and run everything
-#   SHOAL_BUILD_DIR=... scripts/test.sh
+#   scripts/test.sh                          everything (about 20-25 minutes on 2 cores)
+#   SHOAL_SANITIZERS=none scripts/test.sh    the plain build only (a few minutes)
+#   SHOAL_BUILD_ROOT=... scripts/test.sh     where the build folders go (default build/)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/install-deps.sh
 
-build=${SHOAL_BUILD_DIR:-build/ci}
+root=${SHOAL_BUILD_ROOT:-build}
 jobs=$(nproc)
-start=$(date +%s)
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j "$jobs"
-echo "build: $(( $(date +%s) - start )) s"
+suite_start=$(date +%s)
 
-# Unit and simulator tests run in parallel; multi-process tests (label mp) run one at a time
-# (RUN_SERIAL) because they start many processes on a 2-core machine.
-ctest --test-dir "$build" --output-on-failure -j "$jobs" --timeout 900
-echo "suite: $(( $(date +%s) - start )) s"
+# run_suite NAME SANITIZE: configure, build and test one build folder.
+run_suite() {
+  local name=$1 sanitize=$2 dir="$root/$1" start
+  start=$(date +%s)
+  echo "=== $name build (sanitizers: ${sanitize:-none})"
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHOAL_SANITIZE="$sanitize" >/dev/null
+  cmake --build "$dir" -j "$jobs"
+  echo "=== $name build: $(( $(date +%s) - start )) s"
+  # Unit and simulator tests run in parallel; multi-process tests and tool smoke tests are
+  # RUN_SERIAL because they start many processes on a 2-core machine.
+  ctest --test-dir "$dir" --output-on-failure -j "$jobs" --timeout 900
+  echo "=== $name: $(( $(date +%s) - start )) s"
+}
+
+run_suite ci ""
+case "${SHOAL_SANITIZERS:-asan tsan}" in
+  none) ;;
+  *)
+    for s in ${SHOAL_SANITIZERS:-asan tsan}; do
+      case "$s" in
+        asan) run_suite asan "address,undefined" ;;
+        tsan) run_suite tsan "thread" ;;
+        *) echo "unknown sanitizer '$s' (use asan, tsan or none)" >&2; exit 64 ;;
+      esac
+    done
+    ;;
+esac
+echo "suite: $(( $(date +%s) - suite_start )) s"

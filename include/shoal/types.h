@@ -9,10 +9,18 @@
 extern "C" {
 #endif
 
+/* In C++ the enums get a fixed underlying type, so that any int a C caller passes is a valid value
+ * (range-checked by shoal) rather than undefined behaviour. */
+#ifdef __cplusplus
+#define SHOAL_ENUM_INT : int
+#else
+#define SHOAL_ENUM_INT
+#endif
+
 /* Every shoal call returns one of these. SHOAL_OK is 0; everything else is an error that
  * shoal_strerror() names. Errors of a collective that a peer failure caused carry the lost
  * peer's id as well (see shoal_op_result in shoal.h). */
-typedef enum shoal_status {
+typedef enum shoal_status SHOAL_ENUM_INT {
   SHOAL_OK = 0,
   SHOAL_ERR_INVALID_ARGUMENT = 1, /* a bad argument: null pointer, unknown dtype, count too large */
   SHOAL_ERR_TIMEOUT = 2,          /* a deadline passed (the lost peer names who was waited for) */
@@ -32,7 +40,7 @@ typedef enum shoal_status {
 
 /* Element types of tensors. f16 is IEEE 754 binary16, bf16 is bfloat16; both are reduced in f32 and
  * rounded to nearest-even once per step. Integer sums and products wrap modulo 2^bits. */
-typedef enum shoal_dtype {
+typedef enum shoal_dtype SHOAL_ENUM_INT {
   SHOAL_F32 = 0,
   SHOAL_F64 = 1,
   SHOAL_F16 = 2,
@@ -50,7 +58,7 @@ typedef enum shoal_dtype {
 
 /* Reduction ops. AVG is SUM divided by the number of members, computed once by the owner of each
  * chunk (integers: truncating division), so every member ends with the same bits. */
-typedef enum shoal_reduce_op {
+typedef enum shoal_reduce_op SHOAL_ENUM_INT {
   SHOAL_SUM = 0,
   SHOAL_AVG = 1,
   SHOAL_PROD = 2,

@@ -5,10 +5,12 @@ set -euo pipefail
 build=$1 src=$2
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-cmake --install "$build" --prefix "$tmp/prefix" >/dev/null
-cmake -S "$src/tests/install/consumer" -B "$tmp/consumer" -G Ninja \
-  -DCMAKE_PREFIX_PATH="$tmp/prefix" >/dev/null
-cmake --build "$tmp/consumer" >/dev/null
+log="$tmp/log"
+run() { "$@" >>"$log" 2>&1 || { echo "failed: $*"; cat "$log"; exit 1; }; }
+run cmake --install "$build" --prefix "$tmp/prefix"
+run cmake -S "$src/tests/install/consumer" -B "$tmp/consumer" -G Ninja \
+  -DCMAKE_PREFIX_PATH="$tmp/prefix"
+run cmake --build "$tmp/consumer"
 LD_LIBRARY_PATH="$tmp/prefix/lib:$tmp/prefix/lib64:${LD_LIBRARY_PATH:-}" "$tmp/consumer/consumer_cxx"
 "$tmp/consumer/consumer_static"
 LD_LIBRARY_PATH="$tmp/prefix/lib:$tmp/prefix/lib64:${LD_LIBRARY_PATH:-}" "$tmp/consumer/consumer_c"

@@ -137,10 +137,10 @@ void RunCase(const Case& c, std::mt19937_64& rng) {
     EXPECT_TRUE(ring.faults[r].ok()) << ring.faults[r].ToString();
     const auto& got = c.in_place ? send[r] : recv[r];
     ASSERT_EQ(got.size(), want.size());
-    EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size()), 0) << "rank " << r;
+    EXPECT_TRUE(got == want) << "rank " << r;
     if (r > 0) {
       const auto& first = c.in_place ? send[0] : recv[0];
-      EXPECT_EQ(std::memcmp(got.data(), first.data(), got.size()), 0) << "ranks differ";
+      EXPECT_TRUE(got == first) << "ranks differ";
     }
   }
 }
