@@ -801,6 +801,19 @@ TEST_F(CoordinatorTest, FaultNamingNoMemberNamesTheReportersPreviousNeighbour) {
   EXPECT_EQ(o.To<net::EpochAbort>(2)[0].lost_peer, Id(1));
 }
 
+TEST_F(CoordinatorTest, DeadlineFaultWithoutSuspectNamesTheMemberThatHasNotReportedTheOp) {
+  // Ring 1 -> 2 -> 3 -> 4. Members 1, 2 and 4 finished op (tag 5, seq 0); 3 never did. Member 1's
+  // deadline passes while it waits for the verdict: it names no suspect, only the op.
+  std::uint64_t e = StartGroup({1, 2, 3, 4});
+  Result(1, e, 5, 0);
+  Result(2, e, 5, 0);
+  Result(4, e, 5, 0);
+  Outs o = Deliver(1, net::EpochFault{e, 0, SHOAL_ERR_TIMEOUT, 5, 0, "deadline"});
+  auto a = o.To<net::EpochAbort>(2)[0];
+  EXPECT_EQ(a.code, SHOAL_ERR_TIMEOUT);
+  EXPECT_EQ(a.lost_peer, Id(3));  // not 1's previous neighbour (4), which had reported
+}
+
 TEST_F(CoordinatorTest, FaultWithCodeOkIsAProtocolError) {
   std::uint64_t e = StartGroup({1, 2});
   EXPECT_TRUE(Fault(1, e, Id(2), SHOAL_OK).Refused(1));

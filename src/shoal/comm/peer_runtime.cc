@@ -511,13 +511,16 @@ void PeerRuntime::CompleteUpdates(const Status& status) {
   for (auto& w : waiters) w->Set(status);
 }
 
-void PeerRuntime::SendFault(PeerId suspect, shoal_status code, const std::string& detail) {
+void PeerRuntime::SendFault(PeerId suspect, shoal_status code, const std::string& detail,
+                            collective::OpKey op) {
   if (epoch_.fault_sent || epoch_.broken || !epoch_.committed) return;
   epoch_.fault_sent = true;
   net::EpochFault f;
   f.epoch = epoch_.number;
   f.suspect = suspect;
   f.code = code;
+  f.tag = op.tag;
+  f.seq = op.seq;
   f.detail = detail.substr(0, limits::kDetailBytesMax);
   Send(f);
 }
@@ -542,7 +545,7 @@ void PeerRuntime::OnOpDeadline(std::shared_ptr<OpRequest> op) {
   if (!op->locally_done && epoch_.engine) suspect = epoch_.engine->SuspectFor(op->key);
   std::string detail = fmt::format("collective tag {} seq {} passed its deadline", op->key.tag,
                                    op->key.seq);
-  SendFault(suspect, SHOAL_ERR_TIMEOUT, detail);
+  SendFault(suspect, SHOAL_ERR_TIMEOUT, detail, op->key);
   // Stop touching user buffers now: the op cannot succeed any more on this peer.
   if (!op->locally_done && epoch_.engine) {
     epoch_.engine->Stop(Status(SHOAL_ERR_TIMEOUT, detail, suspect));

@@ -129,7 +129,10 @@ class PeerRuntime {
   void TearDownEpoch(const Status& reason);
   void FailOps(const Status& reason);
   void CompleteUpdates(const Status& status);
-  void SendFault(PeerId suspect, shoal_status code, const std::string& detail);
+  // `op` names the collective the fault is about, if any (the coordinator uses it to find a
+  // straggler when `suspect` is 0).
+  void SendFault(PeerId suspect, shoal_status code, const std::string& detail,
+                 collective::OpKey op = {});
   void OnEngineFault(std::uint64_t epoch, const Status& why);
   void OnOpDone(std::uint64_t epoch, collective::OpKey key);
   void OnOpDeadline(std::shared_ptr<OpRequest> op);

@@ -41,8 +41,10 @@
 // 4. Abort reason. Events are handled one at a time and any loss of a member breaks the epoch at
 //    once, so "a member whose control connection is gone is named first" means the first event
 //    wins; OnTick handles lost connections before anything else. A fault whose suspect is 0 or not
-//    a member of the epoch names the reporter's previous neighbour (the peer it receives from, the
-//    one a receive that timed out or a bad frame points at), with the fault's code. Dropping a
+//    a member of the epoch names, if it concerns an op with results already in, the nearest member
+//    before the reporter that has not reported that op (the straggler everyone waits for); else the
+//    reporter's previous neighbour (the peer it receives from, the one a receive that timed out or
+//    a bad frame points at); always with the fault's code. Dropping a
 //    member for a protocol error names it with PEER_LOST.
 // 5. A failed EpochReady whose suspect is not in the proposal demotes the reporter itself: it is
 //    the one that could not set up.
@@ -397,7 +399,7 @@ struct Coordinator::Impl {
         if (m.code == SHOAL_OK) return Refuse(p, "EpochFault with code OK");
         if (m.epoch < epoch.number || phase == Phase::kBroken) return;  // stale or already broken
         SHOAL_CHECK(phase == Phase::kActive);
-        Break(m.code, FaultSuspect(p, m.suspect));
+        Break(m.code, FaultSuspect(p, m));
         return;
     }
   }
@@ -622,12 +624,22 @@ struct Coordinator::Impl {
     }
   }
 
-  // The peer an abort names for a fault from `reporter` naming `suspect` (choice 4).
-  PeerId FaultSuspect(const Peer& reporter, PeerId suspect) const {
+  // The peer a fault is blamed on (choice 4): the suspect it names if that is a member; else, for a fault
+  // about an op some members already finished (a peer whose deadline passed while it waited for
+  // the verdict names no suspect), the nearest member before the reporter in ring order that has
+  // not reported that op; else the reporter's previous neighbour.
+  PeerId FaultSuspect(const Peer& reporter, const net::EpochFault& fault) const {
     for (const net::Member& m : epoch.members) {
-      if (m.peer_id == suspect && suspect != 0) return suspect;
+      if (m.peer_id == fault.suspect && fault.suspect != 0) return fault.suspect;
     }
     std::size_t n = epoch.members.size();
+    auto op = epoch.ops.find(OpKey{fault.tag, fault.seq});
+    if (op != epoch.ops.end()) {
+      for (std::size_t back = 1; back < n; back++) {
+        std::size_t r = (reporter.rank + n - back) % n;
+        if (!op->second.reported[r]) return epoch.members[r].peer_id;
+      }
+    }
     return epoch.members[(reporter.rank + n - 1) % n].peer_id;
   }
 
