@@ -89,6 +89,25 @@ class Swarm {
     return true;
   }
 
+  // Waits until every peer has printed a line that satisfies `pred`.
+  template <typename Pred>
+  bool WaitAllForLine(Pred pred, TimeMs timeout_ms) {
+    for (int i = 0; i < peers(); i++) {
+      bool seen = WaitFor(i, [&](const std::vector<Line>& ls) {
+        for (const Line& l : ls) if (pred(l)) return true;
+        return false;
+      }, timeout_ms);
+      if (!seen) return false;
+    }
+    return true;
+  }
+
+  // The id peer i printed in its READY line ("" before that).
+  std::string IdOf(int i) const {
+    for (const Line& l : Lines(i)) if (l.word == "READY") return l.get("peer");
+    return "";
+  }
+
   // Waits for peer i to exit; returns its wait status or -1.
   int WaitExit(int i, TimeMs timeout_ms) {
     auto st = peers_[i]->WaitExit(Deadline::After(timeout_ms));
@@ -176,14 +195,10 @@ TEST(AllReduceFaults, SigkillMidAllReduceGivesEverySurvivorTheSameErrorThenRetry
     swarm.StartPeer({"--expect", std::to_string(n), "--steps", "3", "--count", "33554432"});
   }
   // Wait until every peer has started step 1 (step 0 completed everywhere), then kill.
-  for (int i = 0; i < n; i++) {
-    ASSERT_TRUE(swarm.WaitFor(i, [](const std::vector<Line>& ls) {
-      for (const Line& l : ls) if (l.word == "START" && l.get("step") == "1") return true;
-      return false;
-    }, 120000)) << swarm.Diagnostics();
-  }
-  std::string victim_id;
-  for (const Line& l : swarm.Lines(victim)) if (l.word == "READY") victim_id = l.get("peer");
+  ASSERT_TRUE(swarm.WaitAllForLine([](const Line& l) {
+    return l.word == "START" && l.get("step") == "1";
+  }, 120000)) << swarm.Diagnostics();
+  std::string victim_id = swarm.IdOf(victim);
   TimeMs killed_ms = MonotonicNowMs();
   swarm.peer(victim).KillAndReap();
 
@@ -230,14 +245,10 @@ TEST(AllReduceFaults, StalledPeerIsDroppedByHeartbeatAndTheOthersGoOn) {
   for (int i = 0; i < n; i++) {
     swarm.StartPeer({"--expect", std::to_string(n), "--steps", "400", "--count", "262144"});
   }
-  for (int i = 0; i < n; i++) {
-    ASSERT_TRUE(swarm.WaitFor(i, [](const std::vector<Line>& ls) {
-      for (const Line& l : ls) if (l.word == "RESULT" && l.get("step") == "3") return true;
-      return false;
-    }, 60000)) << swarm.Diagnostics();
-  }
-  std::string victim_id;
-  for (const Line& l : swarm.Lines(victim)) if (l.word == "READY") victim_id = l.get("peer");
+  ASSERT_TRUE(swarm.WaitAllForLine([](const Line& l) {
+    return l.word == "RESULT" && l.get("step") == "3";
+  }, 60000)) << swarm.Diagnostics();
+  std::string victim_id = swarm.IdOf(victim);
   ASSERT_EQ(::kill(swarm.peer(victim).pid(), SIGSTOP), 0);
   TimeMs stopped_ms = MonotonicNowMs();
   // The survivors go on among three once the coordinator's heartbeat deadline drops the stalled
