@@ -35,8 +35,11 @@ typedef enum shoal_status SHOAL_ENUM_INT {
   SHOAL_ERR_IO = 11,              /* a local OS error (bind, listen, resolve) */
   SHOAL_ERR_CLOSED = 12,          /* the communicator is closed */
   SHOAL_ERR_INTERNAL = 13,        /* a bug in shoal: please report it */
-  SHOAL_ERR_AUTH = 14             /* authentication failed (wrong or missing group secret) */
+  SHOAL_ERR_AUTH = 14,            /* authentication failed (wrong or missing group secret) */
+  SHOAL_ERR_INTEGRITY = 15,       /* received bytes did not match the hash they were sent for */
+  SHOAL_ERR_REVISION = 16         /* a shared-state revision broke the one-per-step rule */
 } shoal_status;
+#define SHOAL_STATUS_COUNT 17
 
 /* Element types of tensors. f16 is IEEE 754 binary16, bf16 is bfloat16; both are reduced in f32 and
  * rounded to nearest-even once per step. Integer sums and products wrap modulo 2^bits. */

@@ -52,6 +52,8 @@ bool IsFatalForMembership(shoal_status code) {
     case SHOAL_ERR_MISMATCH:
     case SHOAL_ERR_NOT_MEMBER:
     case SHOAL_ERR_EPOCH_CHANGED:
+    case SHOAL_ERR_INTEGRITY:
+    case SHOAL_ERR_REVISION:
       return false;
   }
   return true;

@@ -14,14 +14,15 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "shoal/common/dtype.h"
 #include "shoal/types.h"
 
 namespace shoal::collective {
 
-bool IsValidDtype(int dtype);
+using shoal::DtypeBytes;  // common/dtype.h, named here too for the reduction code and its users
+using shoal::DtypeName;
+using shoal::IsValidDtype;
 bool IsValidReduceOp(int op);
-std::size_t DtypeBytes(shoal_dtype dtype);  // 2 for f16 ... 8 for f64
-const char* DtypeName(shoal_dtype dtype);
 const char* ReduceOpName(shoal_reduce_op op);
 
 // dst[i] = a[i] op b[i] for i < count.

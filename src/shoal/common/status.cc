@@ -20,6 +20,8 @@ extern "C" const char* shoal_strerror(shoal_status status) {
     case SHOAL_ERR_CLOSED: return "communicator closed";
     case SHOAL_ERR_INTERNAL: return "internal error";
     case SHOAL_ERR_AUTH: return "authentication failed";
+    case SHOAL_ERR_INTEGRITY: return "integrity check failed";
+    case SHOAL_ERR_REVISION: return "shared-state revision out of order";
   }
   return "unknown status";
 }
