@@ -19,6 +19,7 @@
 #include <variant>
 #include <vector>
 
+#include "shoal/common/dtype.h"
 #include "shoal/common/limits.h"
 #include "shoal/net/messages.h"
 
@@ -153,7 +154,41 @@ ByteVec SpecPayloadOf(const Leave&) { return {}; }
 ByteVec SpecPayloadOf(const Removed& m) { return Bytes().status(m.code).str(m.reason).get(); }
 ByteVec SpecPayloadOf(const Error& m) { return Bytes().status(m.code).str(m.reason).get(); }
 ByteVec SpecPayloadOf(const DataHello& m) {
-  return Bytes().u64(m.epoch).u64(m.from).u64(m.to).u16(m.stream_index).u16(m.stream_count).get();
+  return Bytes()
+      .u64(m.epoch)
+      .u64(m.from)
+      .u64(m.to)
+      .u16(m.stream_index)
+      .u16(m.stream_count)
+      .u8(static_cast<std::uint8_t>(m.kind))
+      .get();
+}
+// A tensor entry of a SyncReport, and a piece of a SyncPlan, written into `b`.
+void SpecTensor(Bytes& b, const TensorReport& t) {
+  b.str(t.name)
+      .u8(static_cast<std::uint8_t>(t.dtype))
+      .u8(t.allow_divergence ? 1 : 0)
+      .u64(t.count)
+      .u64(t.hash);
+}
+void SpecPieces(Bytes& b, const std::vector<TransferPiece>& pieces) {
+  b.u32(static_cast<std::uint32_t>(pieces.size()));
+  for (const TransferPiece& p : pieces) b.u64(p.peer).u32(p.tensor).u64(p.offset).u64(p.bytes);
+}
+ByteVec SpecPayloadOf(const SyncReport& m) {
+  Bytes b;
+  b.u64(m.epoch).u64(m.seq).u64(m.revision).u32(static_cast<std::uint32_t>(m.tensors.size()));
+  for (const TensorReport& t : m.tensors) SpecTensor(b, t);
+  return b.get();
+}
+ByteVec SpecPayloadOf(const SyncPlan& m) {
+  Bytes b;
+  b.u64(m.epoch).u64(m.seq).status(m.code).str(m.reason).u64(m.revision);
+  b.u32(static_cast<std::uint32_t>(m.expect.size()));
+  for (const ExpectedHash& e : m.expect) b.u32(e.tensor).u64(e.hash);
+  SpecPieces(b, m.recvs);
+  SpecPieces(b, m.sends);
+  return b.get();
 }
 
 ByteVec SpecPayload(const Message& m) {
@@ -200,7 +235,11 @@ auto Fields(const Leave&) { return std::tuple<>(); }
 auto Fields(const Removed& m) { return std::tie(m.code, m.reason); }
 auto Fields(const Error& m) { return std::tie(m.code, m.reason); }
 auto Fields(const DataHello& m) {
-  return std::tie(m.epoch, m.from, m.to, m.stream_index, m.stream_count);
+  return std::tie(m.epoch, m.from, m.to, m.stream_index, m.stream_count, m.kind);
+}
+auto Fields(const SyncReport& m) { return std::tie(m.epoch, m.seq, m.revision, m.tensors); }
+auto Fields(const SyncPlan& m) {
+  return std::tie(m.epoch, m.seq, m.code, m.reason, m.revision, m.expect, m.recvs, m.sends);
 }
 
 template <typename T>
@@ -242,6 +281,39 @@ EpochPropose MaxMemberPropose() {
     p.members.push_back(Member{0x8000000000000000ull + i * 0x10001ull,
                                Text(limits::kHostBytesMax, static_cast<char>('a' + i % 7)),
                                static_cast<std::uint16_t>(65535 - i)});
+  }
+  return p;
+}
+
+// A report of `tensors` tensors whose names are all `name_bytes` long (distinct when that is at
+// least 5, empty when it is 0). kSharedTensorsMax tensors with kTensorNameBytesMax-byte names make
+// the largest SyncReport there can be.
+SyncReport ManyTensorReport(std::uint32_t tensors, std::size_t name_bytes) {
+  SyncReport r{0x0badc0ffee0ddf00ull, 0x7fffffffffffffffull, 0xfedcba9876543210ull, {}};
+  for (std::uint32_t i = 0; i < tensors; i++) {
+    std::string name = "t" + std::to_string(i);
+    if (name_bytes > name.size())
+      name += Text(name_bytes - name.size(), static_cast<char>('a' + i % 5));
+    name.resize(name_bytes);
+    r.tensors.push_back(
+        TensorReport{name, static_cast<shoal_dtype>(i % SHOAL_DTYPE_COUNT), i % 3 == 0,
+                     std::uint64_t{i} * 0x100000001ull % (limits::kCollectiveBytesMax / 8),
+                     0x9e3779b97f4a7c15ull * (i + 1)});
+  }
+  return r;
+}
+
+// The largest SyncPlan: kSharedTensorsMax expected hashes, kSyncPiecesMax pieces (recvs and sends
+// together) and a reason at its limit.
+SyncPlan MaxSyncPlan() {
+  SyncPlan p{~0ull, ~0ull, SHOAL_OK, Text(limits::kDetailBytesMax, 'K'), ~0ull, {}, {}, {}};
+  for (std::uint32_t i = 0; i < limits::kSharedTensorsMax; i++) {
+    p.expect.push_back(ExpectedHash{limits::kSharedTensorsMax - 1 - i, 0xc2b2ae3d27d4eb4full * i});
+  }
+  for (std::uint32_t i = 0; i < limits::kSyncPiecesMax; i++) {
+    TransferPiece piece{1 + std::uint64_t{i} * 0x10000000001ull, i % limits::kSharedTensorsMax,
+                        std::uint64_t{i} * 4096, 1 + std::uint64_t{i} % 4096};
+    (i % 3 == 0 ? p.recvs : p.sends).push_back(piece);
   }
   return p;
 }
@@ -297,6 +369,64 @@ std::vector<Sample> Samples() {
   s.push_back({"DataHelloLastStream",
                DataHello{45, 1, ~0ull, static_cast<std::uint16_t>(limits::kStreamsPerLinkMax - 1),
                          static_cast<std::uint16_t>(limits::kStreamsPerLinkMax)}});
+  s.push_back({"DataHelloTransfer", DataHello{46, 3, 4, 0, 1, StreamKind::kTransfer}});
+  s.push_back(
+      {"DataHelloTransferLastStream",
+       DataHello{~0ull, ~0ull, 1, static_cast<std::uint16_t>(limits::kStreamsPerLinkMax - 1),
+                 static_cast<std::uint16_t>(limits::kStreamsPerLinkMax), StreamKind::kTransfer}});
+  const std::string name_max = Text(limits::kTensorNameBytesMax, 'n');
+  s.push_back({"SyncReportNoTensors", SyncReport{3, 1, 0, {}}});
+  s.push_back({"SyncReportNoTensorsMaxValues", SyncReport{~0ull, ~0ull, ~0ull, {}}});
+  s.push_back(
+      {"SyncReport",
+       SyncReport{0x0102030405060708ull,
+                  0x1112131415161718ull,
+                  0x2122232425262728ull,
+                  {TensorReport{"encoder.layer0.weight", SHOAL_F32, false, 4096ull * 4096,
+                                0x0123456789abcdefull},
+                   TensorReport{"step", SHOAL_I64, true, 1, 0},
+                   TensorReport{"", SHOAL_BF16, false, 0, ~0ull},
+                   TensorReport{name_max, SHOAL_U64, true, limits::kCollectiveBytesMax / 8,
+                                0x8000000000000001ull},
+                   TensorReport{"rng.state", SHOAL_U8, true, 5000, 0xfedcba9876543210ull}}}});
+  {
+    SyncReport every_dtype{9, 10, 11, {}};
+    for (int d = 0; d < SHOAL_DTYPE_COUNT; d++) {
+      every_dtype.tensors.push_back(
+          TensorReport{"dtype" + std::to_string(d), static_cast<shoal_dtype>(d), d % 2 == 1,
+                       static_cast<std::uint64_t>(d) * 1000 + 7,
+                       0x5555555555555555ull ^ static_cast<std::uint64_t>(d)});
+    }
+    s.push_back({"SyncReportEveryDtype", every_dtype});
+  }
+  s.push_back({"SyncReportMaxNameOnly",
+               SyncReport{1, 2, 3, {TensorReport{name_max, SHOAL_F16, false, 1, 2}}}});
+  // kSharedTensorsMax tensors: see LargestSyncReportFitsOneSyncMessage, too big for the loops here.
+  s.push_back(
+      {"SyncPlanRefused",
+       SyncPlan{12, 4, SHOAL_ERR_REVISION, "revision 6 after 4 in one step", 5, {}, {}, {}}});
+  s.push_back({"SyncPlanRefusedMaxReason",
+               SyncPlan{~0ull, ~0ull, SHOAL_ERR_MISMATCH, detail_max, ~0ull, {}, {}, {}}});
+  s.push_back({"SyncPlanNothingToMove", SyncPlan{13, 5, SHOAL_OK, "", 6, {}, {}, {}}});
+  s.push_back(
+      {"SyncPlan",
+       SyncPlan{0x0a0b0c0d0e0f1011ull,
+                0x2122232425262728ull,
+                SHOAL_OK,
+                "",
+                0x3132333435363738ull,
+                {ExpectedHash{0, 0x0123456789abcdefull}, ExpectedHash{3, 0},
+                 ExpectedHash{limits::kSharedTensorsMax - 1, ~0ull}},
+                {TransferPiece{0xaaaaaaaaaaaaaaaaull, 0, 0, 1}, TransferPiece{2, 3, 4096, 1u << 20},
+                 TransferPiece{~0ull, limits::kSharedTensorsMax - 1, 0,
+                               limits::kCollectiveBytesMax}},
+                {TransferPiece{7, 1, 0x123456789ull, 0x1000},
+                 TransferPiece{1, 2, limits::kCollectiveBytesMax - 1, 1}}}});
+  s.push_back(
+      {"SyncPlanOnlyRecvs",
+       SyncPlan{1, 1, SHOAL_OK, "", 2, {ExpectedHash{5, 6}}, {TransferPiece{9, 5, 0, 64}}, {}}});
+  s.push_back(
+      {"SyncPlanOnlySends", SyncPlan{1, 1, SHOAL_OK, "", 2, {}, {}, {TransferPiece{9, 5, 0, 64}}}});
   return s;
 }
 
@@ -313,6 +443,26 @@ std::vector<std::size_t> CutLengths(std::size_t size) {
   return cuts;
 }
 
+// Control types are numbered 1 to kLastControlType without gaps; DataHello and DataSegment follow.
+constexpr std::uint16_t kLastControlType = static_cast<std::uint16_t>(MsgType::kSyncPlan);
+static_assert(kLastControlType == 18);
+// The status codes the codec accepts; the two newest are named so that their wire values are fixed.
+static_assert(SHOAL_ERR_INTEGRITY == 15 && SHOAL_ERR_REVISION == 16 && SHOAL_STATUS_COUNT == 17);
+
+// The control types besides SyncReport and SyncPlan, and DataHello: held to
+// kControlPayloadBytesMax.
+std::vector<std::uint16_t> TypesWithTheControlLimit() {
+  std::vector<std::uint16_t> types;
+  for (std::uint16_t t = 1; t <= kLastControlType; t++) {
+    if (t != static_cast<std::uint16_t>(MsgType::kSyncReport) &&
+        t != static_cast<std::uint16_t>(MsgType::kSyncPlan)) {
+      types.push_back(t);
+    }
+  }
+  types.push_back(static_cast<std::uint16_t>(MsgType::kDataHello));
+  return types;
+}
+
 void ExpectProtocolError(const ByteVec& frame, const std::string& what) {
   Message out;
   Status s = DecodeBytes(frame, &out);
@@ -324,9 +474,13 @@ void ExpectProtocolError(const ByteVec& frame, const std::string& what) {
 TEST(CodecTest, SamplesCoverEveryControlAndDataHelloType) {
   std::set<MsgType> seen;
   for (const Sample& s : Samples()) seen.insert(TypeOf(s.message));
-  for (std::uint16_t t = 1; t <= 16; t++) EXPECT_TRUE(seen.count(static_cast<MsgType>(t))) << t;
+  for (std::uint16_t t = 1; t <= kLastControlType; t++) {
+    EXPECT_TRUE(seen.count(static_cast<MsgType>(t))) << t;
+  }
   EXPECT_TRUE(seen.count(MsgType::kDataHello));
-  EXPECT_EQ(seen.size(), 17u);
+  EXPECT_EQ(seen.size(), kLastControlType + 1u);
+  // Message holds every type except DataSegment: one more alternative means one more type here.
+  EXPECT_EQ(std::variant_size_v<Message>, kLastControlType + 1u);
 }
 
 TEST(CodecTest, RoundTripEveryMessage) {
@@ -380,13 +534,132 @@ TEST(CodecTest, PayloadSizes) {
   EXPECT_EQ(payload_bytes(Leave{}), 0u);
   EXPECT_EQ(payload_bytes(Removed{SHOAL_ERR_NOT_MEMBER, ""}), 4u);
   EXPECT_EQ(payload_bytes(Error{SHOAL_ERR_PROTOCOL, ""}), 4u);
-  EXPECT_EQ(payload_bytes(DataHello{}), 28u);
+  EXPECT_EQ(payload_bytes(DataHello{}), 29u);
+  EXPECT_EQ(payload_bytes(DataHello{1, 2, 3, 0, 1, StreamKind::kTransfer}), 29u);
+  EXPECT_EQ(payload_bytes(SyncReport{}), 28u);
+  EXPECT_EQ(payload_bytes(SyncReport{1, 2, 3, {TensorReport{"ab", SHOAL_F32, false, 1, 2}}}),
+            28u + 20 + 2);
+  EXPECT_EQ(payload_bytes(SyncReport{1,
+                                     2,
+                                     3,
+                                     {TensorReport{"", SHOAL_F32, false, 1, 2},
+                                      TensorReport{"abc", SHOAL_I8, true, 1, 2}}}),
+            28u + 20 + 20 + 3);
+  EXPECT_EQ(payload_bytes(SyncPlan{}), 40u);
+  EXPECT_EQ(payload_bytes(SyncPlan{1, 2, SHOAL_ERR_REVISION, "why", 3, {}, {}, {}}), 40u + 3);
+  EXPECT_EQ(payload_bytes(SyncPlan{1,
+                                   2,
+                                   SHOAL_OK,
+                                   "",
+                                   3,
+                                   {ExpectedHash{1, 2}, ExpectedHash{3, 4}},
+                                   {TransferPiece{1, 2, 3, 4}},
+                                   {TransferPiece{1, 2, 3, 4}, TransferPiece{5, 6, 7, 8},
+                                    TransferPiece{9, 10, 11, 12}}}),
+            40u + 2 * 12 + 4 * limits::kPieceBytes);
 }
 
 TEST(CodecTest, MaxMemberProposalFitsOneControlMessage) {
   ByteVec frame = EncodeOne(MaxMemberPropose());
   EXPECT_EQ(frame.size() - kHeaderBytes, 20u + limits::kMembersMax * limits::kMemberEntryBytesMax);
   EXPECT_LE(frame.size() - kHeaderBytes, limits::kControlPayloadBytesMax);
+}
+
+TEST(CodecTest, LargestSyncReportFitsOneSyncMessage) {
+  const SyncReport report =
+      ManyTensorReport(limits::kSharedTensorsMax, limits::kTensorNameBytesMax);
+  const ByteVec frame = EncodeOne(report);
+  const std::size_t payload_bytes = frame.size() - kHeaderBytes;
+  EXPECT_EQ(payload_bytes,
+            28u + std::size_t{limits::kSharedTensorsMax} * (20 + limits::kTensorNameBytesMax));
+  EXPECT_EQ(payload_bytes,
+            28u + std::size_t{limits::kSharedTensorsMax} * limits::kTensorReportBytesMax);
+  EXPECT_GT(payload_bytes, limits::kControlPayloadBytesMax);  // the reason for the larger limit
+  EXPECT_LE(payload_bytes, limits::kSyncPayloadBytesMax);
+  EXPECT_TRUE(frame == SpecFrame(report));
+  Message got;
+  ASSERT_TRUE(DecodeBytes(frame, &got).ok());
+  ExpectSame(report, got);
+  // The path of a control connection, whose reader passes kSyncPayloadBytesMax.
+  FrameHeader h;
+  ASSERT_TRUE(DecodeHeader(frame.data(), limits::kSyncPayloadBytesMax, &h).ok());
+  EXPECT_EQ(h.type, MsgType::kSyncReport);
+  EXPECT_EQ(h.payload_bytes, payload_bytes);
+  ASSERT_TRUE(DecodePayload(h.type, frame.data() + kHeaderBytes, h.payload_bytes, &got).ok());
+  ExpectSame(report, got);
+  // A reader that passes the control limit refuses it.
+  EXPECT_EQ(DecodeHeader(frame.data(), limits::kControlPayloadBytesMax, &h).code(),
+            SHOAL_ERR_PROTOCOL);
+}
+
+TEST(CodecTest, LargestSyncPlanFitsOneSyncMessage) {
+  const SyncPlan plan = MaxSyncPlan();
+  ASSERT_EQ(plan.recvs.size() + plan.sends.size(), limits::kSyncPiecesMax);
+  const ByteVec frame = EncodeOne(plan);
+  const std::size_t payload_bytes = frame.size() - kHeaderBytes;
+  EXPECT_EQ(payload_bytes, 40u + limits::kDetailBytesMax + limits::kSharedTensorsMax * 12u +
+                               std::size_t{limits::kSyncPiecesMax} * limits::kPieceBytes);
+  EXPECT_GT(payload_bytes, limits::kControlPayloadBytesMax);
+  EXPECT_LE(payload_bytes, limits::kSyncPayloadBytesMax);
+  EXPECT_TRUE(frame == SpecFrame(plan));
+  Message got;
+  ASSERT_TRUE(DecodeBytes(frame, &got).ok());
+  ExpectSame(plan, got);
+  FrameHeader h;
+  ASSERT_TRUE(DecodeHeader(frame.data(), limits::kSyncPayloadBytesMax, &h).ok());
+  EXPECT_EQ(h.type, MsgType::kSyncPlan);
+  ASSERT_TRUE(DecodePayload(h.type, frame.data() + kHeaderBytes, h.payload_bytes, &got).ok());
+  ExpectSame(plan, got);
+}
+
+TEST(CodecTest, LargestSyncMessagesTruncatedAndExtended) {
+  // Too big for the every-length loops below: cut near both ends and at spread-out points in
+  // between, without copying (DecodePayload reads only the bytes it is given).
+  const Message messages[] = {
+      ManyTensorReport(limits::kSharedTensorsMax, limits::kTensorNameBytesMax), MaxSyncPlan()};
+  for (const Message& m : messages) {
+    SCOPED_TRACE(MsgTypeName(TypeOf(m)));
+    ByteVec frame = EncodeOne(m);
+    const std::size_t payload_bytes = frame.size() - kHeaderBytes;
+    std::vector<std::size_t> cuts;
+    for (std::size_t len = 0; len < 300; len++) cuts.push_back(len);
+    // The last 64 bytes hold every field of the last tensor entry, or the last pieces.
+    for (std::size_t len = payload_bytes - 64; len < payload_bytes; len++) cuts.push_back(len);
+    for (std::size_t len = 300; len < payload_bytes - 64; len += 31337) cuts.push_back(len);
+    for (std::size_t len : cuts) {
+      Message out;
+      ASSERT_EQ(DecodePayload(TypeOf(m), frame.data() + kHeaderBytes, len, &out).code(),
+                SHOAL_ERR_PROTOCOL)
+          << "payload cut at " << len << " of " << payload_bytes;
+    }
+    frame.push_back(0);
+    Message out;
+    EXPECT_EQ(DecodePayload(TypeOf(m), frame.data() + kHeaderBytes, payload_bytes + 1, &out).code(),
+              SHOAL_ERR_PROTOCOL);
+  }
+}
+
+TEST(CodecTest, EveryStatusCodeRoundTrips) {
+  for (int c = 0; c < SHOAL_STATUS_COUNT; c++) {
+    const shoal_status code = static_cast<shoal_status>(c);
+    SCOPED_TRACE(c);
+    const Message messages[] = {
+        Reject{code, "r"},
+        EpochReady{1, false, 2, code},
+        EpochFault{1, 2, code, 3, 4, "d"},
+        EpochAbort{1, code, 2},
+        Removed{code, "r"},
+        Error{code, "r"},
+        SyncPlan{1, 2, code, "r", 3, {}, {}, {}},
+    };
+    for (const Message& m : messages) {
+      ByteVec frame = EncodeOne(m);
+      EXPECT_TRUE(frame == SpecFrame(m)) << MsgTypeName(TypeOf(m));
+      Message got;
+      ASSERT_TRUE(DecodeBytes(frame, &got).ok()) << MsgTypeName(TypeOf(m));
+      ExpectSame(m, got);
+    }
+  }
 }
 
 TEST(CodecTest, EncodeAppendsToExistingBytes) {
@@ -409,7 +682,8 @@ TEST(CodecTest, HeaderThenPayloadDecodeLikeAFrame) {
     SCOPED_TRACE(s.name);
     ByteVec frame = EncodeOne(s.message);
     FrameHeader h;
-    ASSERT_TRUE(DecodeHeader(frame.data(), limits::kControlPayloadBytesMax, &h).ok());
+    // Readers of control connections pass kSyncPayloadBytesMax (codec.h).
+    ASSERT_TRUE(DecodeHeader(frame.data(), limits::kSyncPayloadBytesMax, &h).ok());
     EXPECT_EQ(h.type, TypeOf(s.message));
     EXPECT_EQ(h.payload_bytes, frame.size() - kHeaderBytes);
     Message got;
@@ -428,12 +702,31 @@ TEST(CodecTest, EncoderCutsOverlongStringsToTheirLimit) {
       DecodeBytes(EncodeOne(Error{SHOAL_ERR_PROTOCOL, Text(limits::kDetailBytesMax + 1)}), &m)
           .ok());
   EXPECT_EQ(std::get<Error>(m).reason, Text(limits::kDetailBytesMax));
+  ASSERT_TRUE(DecodeBytes(EncodeOne(SyncReport{1,
+                                               2,
+                                               3,
+                                               {TensorReport{Text(limits::kTensorNameBytesMax + 1),
+                                                             SHOAL_F32, false, 4, 5}}}),
+                          &m)
+                  .ok());
+  EXPECT_EQ(std::get<SyncReport>(m).tensors.at(0).name, Text(limits::kTensorNameBytesMax));
+  ASSERT_TRUE(
+      DecodeBytes(
+          EncodeOne(SyncPlan{
+              1, 2, SHOAL_ERR_REVISION, Text(limits::kDetailBytesMax + 100), 3, {}, {}, {}}),
+          &m)
+          .ok());
+  EXPECT_EQ(std::get<SyncPlan>(m).reason, Text(limits::kDetailBytesMax));
 }
 
 TEST(CodecTest, TypeNames) {
   EXPECT_STREQ(MsgTypeName(MsgType::kHello), "Hello");
   EXPECT_STREQ(MsgTypeName(MsgType::kDataHello), "DataHello");
   EXPECT_STREQ(MsgTypeName(MsgType::kDataSegment), "DataSegment");
+  EXPECT_STREQ(MsgTypeName(MsgType::kSyncReport), "SyncReport");
+  EXPECT_STREQ(MsgTypeName(MsgType::kSyncPlan), "SyncPlan");
+  EXPECT_EQ(static_cast<int>(MsgType::kSyncReport), 17);
+  EXPECT_EQ(static_cast<int>(MsgType::kSyncPlan), 18);
   EXPECT_STREQ(MsgTypeName(static_cast<MsgType>(999)), "unknown");
   for (const Sample& s : Samples()) EXPECT_STRNE(MsgTypeName(TypeOf(s.message)), "unknown");
 }
@@ -490,14 +783,19 @@ TEST(CodecCorruptionTest, TrailingGarbage) {
 }
 
 TEST(CodecCorruptionTest, OversizedPayloadLengthRejectedBeforeAllocation) {
-  for (std::uint16_t t = 1; t <= 16; t++) {
+  for (std::uint16_t t : TypesWithTheControlLimit()) {
     SCOPED_TRACE(t);
-    for (std::uint32_t len : {limits::kControlPayloadBytesMax + 1, 0x7fffffffu, 0xffffffffu}) {
+    for (std::uint32_t len : {limits::kControlPayloadBytesMax + 1, limits::kSyncPayloadBytesMax,
+                              limits::kSyncPayloadBytesMax + 1, 0x7fffffffu, 0xffffffffu}) {
       ByteVec frame = FrameWithType(t, {});
       SetHeaderLength(&frame, len);
       FrameHeader h;
-      // A control message is held to the control limit whatever limit the caller passes.
+      // A control message is held to the control limit whatever limit the caller passes, the
+      // sync limit that readers of control connections pass included.
       EXPECT_EQ(DecodeHeader(frame.data(), 0xffffffffu, &h).code(), SHOAL_ERR_PROTOCOL) << len;
+      EXPECT_EQ(DecodeHeader(frame.data(), limits::kSyncPayloadBytesMax, &h).code(),
+                SHOAL_ERR_PROTOCOL)
+          << len;
       Message out;
       AllocTracker tracker;
       Status st = DecodeBytes(frame, &out);
@@ -512,6 +810,47 @@ TEST(CodecCorruptionTest, OversizedPayloadLengthRejectedBeforeAllocation) {
     ASSERT_TRUE(DecodeHeader(frame.data(), 0xffffffffu, &h).ok());
     EXPECT_EQ(h.payload_bytes, limits::kControlPayloadBytesMax);
     // The caller's limit applies when it is the smaller one.
+    SetHeaderLength(&frame, 101);
+    EXPECT_EQ(DecodeHeader(frame.data(), 100, &h).code(), SHOAL_ERR_PROTOCOL);
+    EXPECT_TRUE(DecodeHeader(frame.data(), 101, &h).ok());
+  }
+}
+
+TEST(CodecCorruptionTest, OversizedSyncPayloadLengthRejectedBeforeAllocation) {
+  // SyncReport and SyncPlan have their own, larger, limit, and only they.
+  for (MsgType t : {MsgType::kSyncReport, MsgType::kSyncPlan}) {
+    SCOPED_TRACE(MsgTypeName(t));
+    for (std::uint32_t len : {limits::kSyncPayloadBytesMax + 1, 0x7fffffffu, 0xffffffffu}) {
+      ByteVec frame = Frame(t, {});
+      SetHeaderLength(&frame, len);
+      FrameHeader h;
+      EXPECT_EQ(DecodeHeader(frame.data(), 0xffffffffu, &h).code(), SHOAL_ERR_PROTOCOL) << len;
+      EXPECT_EQ(DecodeHeader(frame.data(), limits::kSyncPayloadBytesMax, &h).code(),
+                SHOAL_ERR_PROTOCOL)
+          << len;
+      Message out;
+      AllocTracker tracker;
+      Status st = DecodeBytes(frame, &out);
+      tracker.Stop();
+      EXPECT_EQ(st.code(), SHOAL_ERR_PROTOCOL) << len;
+      EXPECT_LT(tracker.largest_bytes(), kSmallAllocBytesMax) << len;
+    }
+    ByteVec frame = Frame(t, {});
+    FrameHeader h;
+    // Above the control limit and up to the sync limit the header is fine.
+    for (std::uint32_t len : {limits::kControlPayloadBytesMax, limits::kControlPayloadBytesMax + 1,
+                              limits::kSyncPayloadBytesMax}) {
+      SetHeaderLength(&frame, len);
+      ASSERT_TRUE(DecodeHeader(frame.data(), 0xffffffffu, &h).ok()) << len;
+      EXPECT_EQ(h.type, t);
+      EXPECT_EQ(h.payload_bytes, len);
+      ASSERT_TRUE(DecodeHeader(frame.data(), limits::kSyncPayloadBytesMax, &h).ok()) << len;
+      EXPECT_EQ(h.payload_bytes, len);
+    }
+    // The caller's limit applies when it is the smaller one.
+    SetHeaderLength(&frame, limits::kControlPayloadBytesMax + 1);
+    EXPECT_EQ(DecodeHeader(frame.data(), limits::kControlPayloadBytesMax, &h).code(),
+              SHOAL_ERR_PROTOCOL);
     SetHeaderLength(&frame, 101);
     EXPECT_EQ(DecodeHeader(frame.data(), 100, &h).code(), SHOAL_ERR_PROTOCOL);
     EXPECT_TRUE(DecodeHeader(frame.data(), 101, &h).ok());
@@ -576,7 +915,7 @@ TEST(CodecCorruptionTest, WrongVersion) {
 }
 
 TEST(CodecCorruptionTest, UnknownType) {
-  for (std::uint16_t type : {0, 17, 18, 31, 34, 0x0100, 0xffff}) {
+  for (std::uint16_t type : {0, 19, 20, 31, 34, 0x0100, 0xffff}) {
     ByteVec frame = FrameWithType(type, {});
     ExpectProtocolError(frame, "type " + std::to_string(type));
     FrameHeader h;
@@ -607,19 +946,20 @@ TEST(CodecCorruptionTest, StatusCodeOutOfRange) {
       {EpochAbort{1, SHOAL_ERR_PEER_LOST, 2}, 8},
       {Removed{SHOAL_ERR_NOT_MEMBER, "r"}, 0},
       {Error{SHOAL_ERR_PROTOCOL, "r"}, 0},
+      {SyncPlan{1, 2, SHOAL_ERR_REVISION, "r", 3, {ExpectedHash{1, 2}}, {}, {}}, 16},
   };
   for (const WithStatus& c : cases) {
     SCOPED_TRACE(MsgTypeName(TypeOf(c.message)));
     const ByteVec good = SpecFrame(c.message);
     const std::size_t at = kHeaderBytes + c.code_offset;
-    for (std::uint16_t code : {0, static_cast<int>(SHOAL_ERR_AUTH)}) {  // both ends of the range
+    for (std::uint16_t code : {0, SHOAL_STATUS_COUNT - 1}) {  // both ends of the range
       ByteVec frame = good;
       frame[at] = static_cast<std::uint8_t>(code);
       frame[at + 1] = 0;
       Message out;
       ASSERT_TRUE(DecodeBytes(frame, &out).ok()) << code;
     }
-    for (std::uint16_t code : {SHOAL_ERR_AUTH + 1, 0x100, 0x7fff, 0xffff}) {
+    for (std::uint16_t code : {SHOAL_STATUS_COUNT, SHOAL_STATUS_COUNT + 1, 0x100, 0x7fff, 0xffff}) {
       ByteVec frame = good;
       frame[at] = static_cast<std::uint8_t>(code);
       frame[at + 1] = static_cast<std::uint8_t>(code >> 8);
@@ -642,6 +982,78 @@ TEST(CodecCorruptionTest, BoolByteNotZeroOrOne) {
   Message out;
   ASSERT_TRUE(DecodeBytes(zero, &out).ok());
   EXPECT_FALSE(std::get<EpochReady>(out).ok);
+
+  // SyncReport.allow_divergence, in the first and in a later tensor entry.
+  const SyncReport report{
+      1,
+      2,
+      3,
+      {TensorReport{"a", SHOAL_F32, true, 4, 5}, TensorReport{"bc", SHOAL_F64, true, 6, 7}}};
+  const ByteVec good_report = SpecFrame(report);
+  // 28 = the fixed head; an entry is 20 + L, and allow_divergence follows name and dtype.
+  for (std::size_t at : {kHeaderBytes + 28 + 2 + 1 + 1, kHeaderBytes + 28 + 21 + 2 + 2 + 1}) {
+    ASSERT_EQ(good_report[at], 1) << at;
+    for (std::uint8_t v : {2, 3, 0x80, 0xff}) {
+      ByteVec frame = good_report;
+      frame[at] = v;
+      ExpectProtocolError(
+          frame, "allow_divergence byte " + std::to_string(v) + " at " + std::to_string(at));
+    }
+    ByteVec frame = good_report;
+    frame[at] = 0;
+    ASSERT_TRUE(DecodeBytes(frame, &out).ok());
+  }
+}
+
+TEST(CodecCorruptionTest, DtypeOutOfRange) {
+  const SyncReport report{
+      1,
+      2,
+      3,
+      {TensorReport{"a", SHOAL_U64, false, 4, 5}, TensorReport{"bc", SHOAL_F32, true, 6, 7}}};
+  const ByteVec good = SpecFrame(report);
+  for (std::size_t at : {kHeaderBytes + 28 + 2 + 1, kHeaderBytes + 28 + 21 + 2 + 2}) {
+    for (std::uint8_t dtype : {SHOAL_DTYPE_COUNT, SHOAL_DTYPE_COUNT + 1, 0x80, 0xff}) {
+      ByteVec frame = good;
+      frame[at] = dtype;
+      ExpectProtocolError(frame, "dtype " + std::to_string(dtype) + " at " + std::to_string(at));
+    }
+    // The valid ends of the range.
+    for (std::uint8_t dtype : {0, SHOAL_DTYPE_COUNT - 1}) {
+      ByteVec frame = good;
+      frame[at] = dtype;
+      Message out;
+      EXPECT_TRUE(DecodeBytes(frame, &out).ok()) << int{dtype} << " at " << at;
+    }
+  }
+  static_assert(SHOAL_DTYPE_COUNT == 12);
+}
+
+TEST(CodecCorruptionTest, StreamKindOutOfRange) {
+  const ByteVec good = SpecFrame(DataHello{1, 2, 3, 0, 1, StreamKind::kTransfer});
+  constexpr std::size_t kKindOffset = kHeaderBytes + 28;
+  ASSERT_EQ(good.size(), kKindOffset + 1);
+  ASSERT_EQ(good[kKindOffset], 1);
+  for (std::uint8_t kind : {2, 3, 0x80, 0xff}) {
+    ByteVec frame = good;
+    frame[kKindOffset] = kind;
+    ExpectProtocolError(frame, "kind " + std::to_string(kind));
+  }
+  ByteVec ring = good;
+  ring[kKindOffset] = 0;
+  Message out;
+  ASSERT_TRUE(DecodeBytes(ring, &out).ok());
+  EXPECT_EQ(std::get<DataHello>(out).kind, StreamKind::kRing);
+  ASSERT_TRUE(DecodeBytes(good, &out).ok());
+  EXPECT_EQ(std::get<DataHello>(out).kind, StreamKind::kTransfer);
+}
+
+TEST(CodecCorruptionTest, DataHelloWithoutKindByte) {
+  // The 28-byte DataHello of before the kind byte is a truncated payload now.
+  ByteVec old_payload = SpecPayloadOf(DataHello{1, 2, 3, 0, 1});
+  old_payload.pop_back();
+  ASSERT_EQ(old_payload.size(), 28u);
+  ExpectProtocolError(Frame(MsgType::kDataHello, old_payload), "28-byte DataHello");
 }
 
 TEST(CodecCorruptionTest, ZeroPeerId) {
@@ -651,11 +1063,197 @@ TEST(CodecCorruptionTest, ZeroPeerId) {
                       "Member.peer_id");
   ExpectProtocolError(SpecFrame(DataHello{1, 0, 2, 0, 1}), "DataHello.from");
   ExpectProtocolError(SpecFrame(DataHello{1, 2, 0, 0, 1}), "DataHello.to");
+  ExpectProtocolError(SpecFrame(DataHello{1, 0, 2, 0, 1, StreamKind::kTransfer}),
+                      "DataHello.from (transfer)");
+  ExpectProtocolError(SpecFrame(DataHello{1, 2, 0, 0, 1, StreamKind::kTransfer}),
+                      "DataHello.to (transfer)");
+  const TransferPiece good{5, 1, 0, 8};
+  const TransferPiece zero{0, 1, 0, 8};
+  ExpectProtocolError(SpecFrame(SyncPlan{1, 2, SHOAL_OK, "", 3, {}, {zero}, {}}),
+                      "SyncPlan recv peer");
+  ExpectProtocolError(SpecFrame(SyncPlan{1, 2, SHOAL_OK, "", 3, {}, {}, {zero}}),
+                      "SyncPlan send peer");
+  ExpectProtocolError(SpecFrame(SyncPlan{1, 2, SHOAL_OK, "", 3, {}, {good, good, zero}, {good}}),
+                      "SyncPlan third recv peer");
+  ExpectProtocolError(SpecFrame(SyncPlan{1, 2, SHOAL_OK, "", 3, {}, {good}, {good, zero}}),
+                      "SyncPlan second send peer");
   // Where 0 means "no peer" it is allowed.
   Message out;
   EXPECT_TRUE(DecodeBytes(SpecFrame(EpochReady{1, true, 0, SHOAL_OK}), &out).ok());
   EXPECT_TRUE(DecodeBytes(SpecFrame(EpochFault{1, 0, SHOAL_ERR_TIMEOUT, 0, 0, ""}), &out).ok());
   EXPECT_TRUE(DecodeBytes(SpecFrame(EpochAbort{1, SHOAL_ERR_TIMEOUT, 0}), &out).ok());
+}
+
+TEST(CodecCorruptionTest, PieceBytesZero) {
+  const TransferPiece good{5, 1, 0, 8};
+  const TransferPiece empty{5, 1, 0, 0};
+  ExpectProtocolError(SpecFrame(SyncPlan{1, 2, SHOAL_OK, "", 3, {}, {empty}, {}}), "recv bytes 0");
+  ExpectProtocolError(SpecFrame(SyncPlan{1, 2, SHOAL_OK, "", 3, {}, {}, {empty}}), "send bytes 0");
+  ExpectProtocolError(SpecFrame(SyncPlan{1, 2, SHOAL_OK, "", 3, {}, {good}, {good, empty}}),
+                      "second send bytes 0");
+  Message out;
+  EXPECT_TRUE(
+      DecodeBytes(SpecFrame(SyncPlan{1, 2, SHOAL_OK, "", 3, {}, {{5, 1, 0, 1}}, {}}), &out).ok());
+}
+
+TEST(CodecCorruptionTest, PieceOrExpectedTensorOutOfRange) {
+  for (std::uint32_t tensor :
+       {limits::kSharedTensorsMax, limits::kSharedTensorsMax + 1, 0xffffffffu}) {
+    const TransferPiece bad{5, tensor, 0, 8};
+    ExpectProtocolError(SpecFrame(SyncPlan{1, 2, SHOAL_OK, "", 3, {}, {bad}, {}}),
+                        "recv tensor " + std::to_string(tensor));
+    ExpectProtocolError(SpecFrame(SyncPlan{1, 2, SHOAL_OK, "", 3, {}, {}, {bad}}),
+                        "send tensor " + std::to_string(tensor));
+    ExpectProtocolError(
+        SpecFrame(
+            SyncPlan{1, 2, SHOAL_OK, "", 3, {ExpectedHash{0, 1}, ExpectedHash{tensor, 2}}, {}, {}}),
+        "expected tensor " + std::to_string(tensor));
+  }
+  Message out;
+  const std::uint32_t last = limits::kSharedTensorsMax - 1;
+  EXPECT_TRUE(DecodeBytes(SpecFrame(SyncPlan{1,
+                                             2,
+                                             SHOAL_OK,
+                                             "",
+                                             3,
+                                             {ExpectedHash{last, 2}},
+                                             {TransferPiece{5, last, 0, 8}},
+                                             {TransferPiece{5, last, 0, 8}}}),
+                          &out)
+                  .ok());
+}
+
+TEST(CodecCorruptionTest, PieceOffsetOrBytesAboveLimit) {
+  for (std::uint64_t v :
+       {limits::kCollectiveBytesMax + 1, std::uint64_t{1} << 63, ~std::uint64_t{0}}) {
+    for (const TransferPiece& bad : {TransferPiece{5, 1, v, 8}, TransferPiece{5, 1, 0, v}}) {
+      ExpectProtocolError(SpecFrame(SyncPlan{1, 2, SHOAL_OK, "", 3, {}, {bad}, {}}), "recv");
+      ExpectProtocolError(SpecFrame(SyncPlan{1, 2, SHOAL_OK, "", 3, {}, {}, {bad}}), "send");
+    }
+  }
+  // A piece must also end within the limit; one that ends exactly at it is fine.
+  for (const TransferPiece& bad : {TransferPiece{5, 1, limits::kCollectiveBytesMax, 1},
+                                   TransferPiece{5, 1, limits::kCollectiveBytesMax - 7, 8}}) {
+    ExpectProtocolError(SpecFrame(SyncPlan{1, 2, SHOAL_OK, "", 3, {}, {bad}, {}}), "end");
+  }
+  Message out;
+  EXPECT_TRUE(DecodeBytes(SpecFrame(SyncPlan{1, 2, SHOAL_OK, "", 3, {},
+                                             {TransferPiece{5, 1, limits::kCollectiveBytesMax - 8, 8}},
+                                             {}}),
+                          &out)
+                  .ok());
+}
+
+// A tensor is at most kCollectiveBytesMax bytes: the element limit depends on the dtype.
+TEST(CodecCorruptionTest, TensorElementCountAboveLimit) {
+  for (int d = 0; d < SHOAL_DTYPE_COUNT; d++) {
+    auto dt = static_cast<shoal_dtype>(d);
+    std::uint64_t max = limits::kCollectiveBytesMax / shoal::DtypeBytes(dt);
+    for (std::uint64_t count : {max + 1, std::uint64_t{1} << 63, ~std::uint64_t{0}}) {
+      ExpectProtocolError(SpecFrame(SyncReport{1, 2, 3, {TensorReport{"w", dt, false, count, 4}}}),
+                          "count " + std::to_string(count));
+      ExpectProtocolError(SpecFrame(SyncReport{1,
+                                               2,
+                                               3,
+                                               {TensorReport{"v", SHOAL_F32, false, 1, 4},
+                                                TensorReport{"w", dt, true, count, 4}}}),
+                          "second tensor count " + std::to_string(count));
+    }
+    Message out;
+    EXPECT_TRUE(
+        DecodeBytes(SpecFrame(SyncReport{1, 2, 3, {TensorReport{"w", dt, false, max, 4}}}), &out)
+            .ok())
+        << shoal::DtypeName(dt);
+  }
+}
+
+TEST(CodecCorruptionTest, TensorCountAboveLimit) {
+  // Every entry is present: only the count is wrong.
+  SyncReport r = ManyTensorReport(limits::kSharedTensorsMax + 1, 0);
+  ASSERT_EQ(r.tensors.size(), limits::kSharedTensorsMax + 1);
+  ExpectProtocolError(SpecFrame(r), "kSharedTensorsMax + 1 tensors");
+}
+
+TEST(CodecCorruptionTest, TensorCountBeyondPayloadRejectedBeforeAllocation) {
+  // A count within the limit that the payload cannot hold, and counts far above the limit.
+  for (std::uint32_t count :
+       {2u, limits::kSharedTensorsMax, limits::kSharedTensorsMax + 1, 0x10000000u, 0xffffffffu}) {
+    Bytes b;
+    b.u64(1).u64(2).u64(3).u32(count);
+    SpecTensor(b, TensorReport{"w", SHOAL_F32, false, 4, 5});
+    ByteVec frame = Frame(MsgType::kSyncReport, b.get());
+    Message out;
+    AllocTracker tracker;
+    Status st = DecodeBytes(frame, &out);
+    tracker.Stop();
+    EXPECT_EQ(st.code(), SHOAL_ERR_PROTOCOL) << count;
+    EXPECT_LT(tracker.largest_bytes(), kSmallAllocBytesMax) << count;
+  }
+}
+
+TEST(CodecCorruptionTest, ExpectedCountAboveLimit) {
+  SyncPlan p{1, 2, SHOAL_OK, "", 3, {}, {}, {}};
+  for (std::uint32_t i = 0; i <= limits::kSharedTensorsMax; i++) {
+    p.expect.push_back(ExpectedHash{i % limits::kSharedTensorsMax, i});
+  }
+  ExpectProtocolError(SpecFrame(p), "kSharedTensorsMax + 1 expected hashes");
+  p.expect.pop_back();
+  Message out;
+  EXPECT_TRUE(DecodeBytes(SpecFrame(p), &out).ok());
+}
+
+TEST(CodecCorruptionTest, PieceCountAboveLimit) {
+  // Every piece is present: only the counts are wrong, in one list or in the two together.
+  const TransferPiece piece{5, 1, 0, 8};
+  const std::vector<TransferPiece> over(limits::kSyncPiecesMax + 1, piece);
+  const std::vector<TransferPiece> half(limits::kSyncPiecesMax / 2, piece);
+  const std::vector<TransferPiece> half_plus_one(limits::kSyncPiecesMax / 2 + 1, piece);
+  ExpectProtocolError(SpecFrame(SyncPlan{1, 2, SHOAL_OK, "", 3, {}, over, {}}),
+                      "kSyncPiecesMax + 1 recvs");
+  ExpectProtocolError(SpecFrame(SyncPlan{1, 2, SHOAL_OK, "", 3, {}, {}, over}),
+                      "kSyncPiecesMax + 1 sends");
+  ExpectProtocolError(SpecFrame(SyncPlan{1, 2, SHOAL_OK, "", 3, {}, half_plus_one, half}),
+                      "recvs + sends = kSyncPiecesMax + 1");
+  ExpectProtocolError(SpecFrame(SyncPlan{1, 2, SHOAL_OK, "", 3, {}, half, half_plus_one}),
+                      "recvs + sends = kSyncPiecesMax + 1 (more sends)");
+  ExpectProtocolError(SpecFrame(SyncPlan{1, 2, SHOAL_OK, "", 3, {}, over, over}),
+                      "both lists above the limit");
+  // At the limit, in one list or split.
+  Message out;
+  const std::vector<TransferPiece> all(limits::kSyncPiecesMax, piece);
+  EXPECT_TRUE(DecodeBytes(SpecFrame(SyncPlan{1, 2, SHOAL_OK, "", 3, {}, all, {}}), &out).ok());
+  EXPECT_TRUE(DecodeBytes(SpecFrame(SyncPlan{1, 2, SHOAL_OK, "", 3, {}, {}, all}), &out).ok());
+  EXPECT_TRUE(DecodeBytes(SpecFrame(SyncPlan{1, 2, SHOAL_OK, "", 3, {}, half, half}), &out).ok());
+}
+
+TEST(CodecCorruptionTest, PlanCountsBeyondPayloadRejectedBeforeAllocation) {
+  // Each of the three counts of a SyncPlan claims more entries than the payload holds: within the
+  // limit and far above it. The other counts and entries are well formed.
+  const std::uint32_t counts[] = {2u,
+                                  limits::kSharedTensorsMax,
+                                  limits::kSyncPiecesMax,
+                                  limits::kSyncPiecesMax + 1,
+                                  0x10000000u,
+                                  0xffffffffu};
+  for (int list = 0; list < 3; list++) {
+    for (std::uint32_t count : counts) {
+      Bytes b;
+      b.u64(1).u64(2).status(SHOAL_OK).str("").u64(3);
+      b.u32(list == 0 ? count : 1).u32(1).u64(9);
+      if (list >= 1) {
+        b.u32(list == 1 ? count : 1).u64(5).u32(1).u64(0).u64(8);
+      }
+      if (list == 2) b.u32(count).u64(5).u32(1).u64(0).u64(8);
+      ByteVec frame = Frame(MsgType::kSyncPlan, b.get());
+      Message out;
+      AllocTracker tracker;
+      Status st = DecodeBytes(frame, &out);
+      tracker.Stop();
+      EXPECT_EQ(st.code(), SHOAL_ERR_PROTOCOL) << "list " << list << " count " << count;
+      EXPECT_LT(tracker.largest_bytes(), kSmallAllocBytesMax)
+          << "list " << list << " count " << count;
+    }
+  }
 }
 
 TEST(CodecCorruptionTest, MemberCountZero) {
@@ -736,6 +1334,20 @@ TEST(CodecCorruptionTest, StringLongerThanItsLimit) {
   ExpectProtocolError(SpecFrame(EpochFault{1, 2, SHOAL_ERR_IO, 3, 4, detail}), "EpochFault.detail");
   ExpectProtocolError(SpecFrame(Removed{SHOAL_ERR_NOT_MEMBER, detail}), "Removed.reason");
   ExpectProtocolError(SpecFrame(Error{SHOAL_ERR_PROTOCOL, detail}), "Error.reason");
+  ExpectProtocolError(SpecFrame(SyncPlan{1, 2, SHOAL_ERR_REVISION, detail, 3, {}, {}, {}}),
+                      "SyncPlan.reason");
+  const std::string name = Text(limits::kTensorNameBytesMax + 1);
+  ExpectProtocolError(SpecFrame(SyncReport{1, 2, 3, {TensorReport{name, SHOAL_F32, false, 1, 2}}}),
+                      "TensorReport.name");
+  ExpectProtocolError(SpecFrame(SyncReport{1,
+                                           2,
+                                           3,
+                                           {TensorReport{"a", SHOAL_F32, false, 1, 2},
+                                            TensorReport{name, SHOAL_F32, false, 1, 2}}}),
+                      "second TensorReport.name");
+  ExpectProtocolError(
+      SpecFrame(SyncReport{1, 2, 3, {TensorReport{Text(0xffff), SHOAL_F32, false, 1, 2}}}),
+      "TensorReport.name of 65535 bytes");
 }
 
 TEST(CodecCorruptionTest, StringLongerThanPayloadRejectedBeforeAllocation) {

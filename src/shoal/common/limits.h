@@ -9,11 +9,20 @@ namespace shoal::limits {
 
 // Control plane.
 inline constexpr std::uint32_t kControlPayloadBytesMax = 1u << 20;  // one control message
+// SyncReport and SyncPlan list every tensor of a shared state, so they may be larger; the codec
+// allows this size for those two types only.
+inline constexpr std::uint32_t kSyncPayloadBytesMax = 8u << 20;
 inline constexpr std::uint32_t kHostBytesMax = 255;                 // a host name or address
 inline constexpr std::uint32_t kDetailBytesMax = 1024;              // human text in a message
 inline constexpr std::uint32_t kMembersMax = 1024;                  // members of one epoch
 inline constexpr std::uint32_t kPendingMax = 1024;                  // pending peers at once
 inline constexpr std::uint32_t kConnectionsMax = 4096;              // coordinator connections
+
+// Shared state.
+inline constexpr std::uint32_t kSharedTensorsMax = 8192;      // tensors of one shared state
+inline constexpr std::uint32_t kTensorNameBytesMax = 255;     // a tensor's name
+inline constexpr std::uint32_t kSyncPiecesMax = 100000;       // sends + receives of one member's plan
+inline constexpr std::uint32_t kOpenSyncsMax = 4;             // syncs awaiting reports in one epoch
 
 // Data plane.
 inline constexpr std::uint32_t kStreamsPerLinkMax = 64;
@@ -32,5 +41,15 @@ static_assert(kSegmentBytesMin <= kSegmentBytesMax);
 static_assert(kDataFramePayloadBytesMax >= kSegmentBytesMax + kSegmentHeaderBytes,
               "a full-size segment and its header fit one data frame");
 static_assert(kPendingMax + kMembersMax <= kConnectionsMax);
+// A tensor report is name (2 + name) + dtype (1) + flags (1) + count (8) + hash (8); a plan piece
+// is peer (8) + tensor (4) + offset (8) + bytes (8); an expected hash is tensor (4) + hash (8).
+inline constexpr std::uint32_t kTensorReportBytesMax = 2 + kTensorNameBytesMax + 1 + 1 + 8 + 8;
+inline constexpr std::uint32_t kPieceBytes = 28;
+static_assert(kSharedTensorsMax * kTensorReportBytesMax + 64 <= kSyncPayloadBytesMax,
+              "a report of the largest shared state must fit one SyncReport");
+static_assert(kSyncPiecesMax * kPieceBytes + kSharedTensorsMax * 12 + kDetailBytesMax + 64 <=
+                  kSyncPayloadBytesMax,
+              "the largest plan must fit one SyncPlan");
+static_assert(kControlPayloadBytesMax <= kSyncPayloadBytesMax);
 
 }  // namespace shoal::limits

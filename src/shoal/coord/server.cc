@@ -97,7 +97,7 @@ Status ValidateServerConfig(const ServerConfig& s) {
     return bad("connections_max must be in [1, " + std::to_string(limits::kConnectionsMax) + "]");
   }
   if (s.accept_burst < 1) return bad("accept_burst must be at least 1");
-  if (s.write_queue_bytes_max < net::kHeaderBytes + limits::kControlPayloadBytesMax) {
+  if (s.write_queue_bytes_max < net::kHeaderBytes + limits::kSyncPayloadBytesMax) {
     return bad("write_queue_bytes_max must hold at least one control message of the largest size");
   }
   if (c.heartbeat_interval_ms < 1) return bad("heartbeat_interval_ms must be at least 1");
@@ -346,7 +346,7 @@ struct Server::Impl {
 
   void OnHeader(const std::shared_ptr<Connection>& c) {
     net::FrameHeader frame;
-    Status s = net::DecodeHeader(c->header.data(), limits::kControlPayloadBytesMax, &frame);
+    Status s = net::DecodeHeader(c->header.data(), limits::kSyncPayloadBytesMax, &frame);
     if (!s.ok()) {
       RefuseFrame(c, s);
       return;

@@ -4,6 +4,7 @@
 #include <string>
 #include <type_traits>
 
+#include "shoal/common/dtype.h"
 #include "shoal/common/limits.h"
 
 namespace shoal::net {
@@ -49,7 +50,7 @@ class Reader {
   }
   shoal_status status() {
     std::uint16_t v = u16();
-    if (v > SHOAL_ERR_AUTH) {
+    if (v >= SHOAL_STATUS_COUNT) {
       ok_ = false;  // and no cast: a shoal_status cannot hold every u16
       return SHOAL_ERR_PROTOCOL;
     }
@@ -87,7 +88,7 @@ class Reader {
 
 bool IsKnownType(std::uint16_t t) {
   return (t >= static_cast<std::uint16_t>(MsgType::kHello) &&
-          t <= static_cast<std::uint16_t>(MsgType::kError)) ||
+          t <= static_cast<std::uint16_t>(MsgType::kSyncPlan)) ||
          t == static_cast<std::uint16_t>(MsgType::kDataHello) ||
          t == static_cast<std::uint16_t>(MsgType::kDataSegment);
 }
@@ -244,6 +245,7 @@ void Put(Writer& w, const DataHello& m) {
   w.u64(m.to);
   w.u16(m.stream_index);
   w.u16(m.stream_count);
+  w.u8(static_cast<std::uint8_t>(m.kind));
 }
 void Get(Reader& r, DataHello& m) {
   m.epoch = r.u64();
@@ -251,10 +253,115 @@ void Get(Reader& r, DataHello& m) {
   m.to = r.u64();
   m.stream_index = r.u16();
   m.stream_count = r.u16();
-  if (m.stream_count == 0 || m.stream_count > limits::kStreamsPerLinkMax ||
+  std::uint8_t kind = r.u8();
+  m.kind = kind == 1 ? StreamKind::kTransfer : StreamKind::kRing;
+  if (kind > 1 || m.stream_count == 0 || m.stream_count > limits::kStreamsPerLinkMax ||
       m.stream_index >= m.stream_count || m.from == 0 || m.to == 0) {
     r.fail();
   }
+}
+void Put(Writer& w, const SyncReport& m) {
+  w.u64(m.epoch);
+  w.u64(m.seq);
+  w.u64(m.revision);
+  w.u32(static_cast<std::uint32_t>(m.tensors.size()));
+  for (const TensorReport& t : m.tensors) {
+    w.str(t.name, limits::kTensorNameBytesMax);
+    w.u8(static_cast<std::uint8_t>(t.dtype));
+    w.u8(t.allow_divergence ? 1 : 0);
+    w.u64(t.count);
+    w.u64(t.hash);
+  }
+}
+void Get(Reader& r, SyncReport& m) {
+  m.epoch = r.u64();
+  m.seq = r.u64();
+  m.revision = r.u64();
+  std::uint32_t n = r.u32();
+  // 20 = the fixed part of a tensor entry (name length, dtype, flags, count, hash).
+  if (!r.ok() || n > limits::kSharedTensorsMax || r.remaining() < std::size_t{n} * 20) {
+    r.fail();
+    return;
+  }
+  m.tensors.resize(n);
+  for (TensorReport& t : m.tensors) {
+    t.name = r.str(limits::kTensorNameBytesMax);
+    std::uint8_t dtype = r.u8();
+    t.allow_divergence = r.boolean();
+    t.count = r.u64();
+    t.hash = r.u64();
+    // A tensor is at most kCollectiveBytesMax bytes, like a piece of it.
+    if (!IsValidDtype(dtype) ||
+        t.count > limits::kCollectiveBytesMax / DtypeBytes(static_cast<shoal_dtype>(dtype))) {
+      r.fail();
+      return;
+    }
+    t.dtype = static_cast<shoal_dtype>(dtype);
+  }
+}
+void PutPieces(Writer& w, const std::vector<TransferPiece>& pieces) {
+  w.u32(static_cast<std::uint32_t>(pieces.size()));
+  for (const TransferPiece& p : pieces) {
+    w.u64(p.peer);
+    w.u32(p.tensor);
+    w.u64(p.offset);
+    w.u64(p.bytes);
+  }
+}
+void GetPieces(Reader& r, std::vector<TransferPiece>* pieces) {
+  std::uint32_t n = r.u32();
+  if (!r.ok() || n > limits::kSyncPiecesMax || r.remaining() < std::size_t{n} * limits::kPieceBytes) {
+    r.fail();
+    return;
+  }
+  pieces->resize(n);
+  for (TransferPiece& p : *pieces) {
+    p.peer = r.u64();
+    p.tensor = r.u32();
+    p.offset = r.u64();
+    p.bytes = r.u64();
+    if (p.peer == 0 || p.tensor >= limits::kSharedTensorsMax || p.bytes == 0 ||
+        p.offset > limits::kCollectiveBytesMax ||
+        p.bytes > limits::kCollectiveBytesMax - p.offset) {  // the piece ends inside 1 TiB
+      r.fail();
+      return;
+    }
+  }
+}
+void Put(Writer& w, const SyncPlan& m) {
+  w.u64(m.epoch);
+  w.u64(m.seq);
+  w.status(m.code);
+  w.str(m.reason, limits::kDetailBytesMax);
+  w.u64(m.revision);
+  w.u32(static_cast<std::uint32_t>(m.expect.size()));
+  for (const ExpectedHash& e : m.expect) {
+    w.u32(e.tensor);
+    w.u64(e.hash);
+  }
+  PutPieces(w, m.recvs);
+  PutPieces(w, m.sends);
+}
+void Get(Reader& r, SyncPlan& m) {
+  m.epoch = r.u64();
+  m.seq = r.u64();
+  m.code = r.status();
+  m.reason = r.str(limits::kDetailBytesMax);
+  m.revision = r.u64();
+  std::uint32_t n = r.u32();
+  if (!r.ok() || n > limits::kSharedTensorsMax || r.remaining() < std::size_t{n} * 12) {
+    r.fail();
+    return;
+  }
+  m.expect.resize(n);
+  for (ExpectedHash& e : m.expect) {
+    e.tensor = r.u32();
+    e.hash = r.u64();
+    if (e.tensor >= limits::kSharedTensorsMax) r.fail();
+  }
+  GetPieces(r, &m.recvs);
+  GetPieces(r, &m.sends);
+  if (m.recvs.size() + m.sends.size() > limits::kSyncPiecesMax) r.fail();
 }
 
 template <typename T>
@@ -276,6 +383,8 @@ constexpr MsgType TypeFor() {
   if constexpr (std::is_same_v<T, Removed>) return MsgType::kRemoved;
   if constexpr (std::is_same_v<T, Error>) return MsgType::kError;
   if constexpr (std::is_same_v<T, DataHello>) return MsgType::kDataHello;
+  if constexpr (std::is_same_v<T, SyncReport>) return MsgType::kSyncReport;
+  if constexpr (std::is_same_v<T, SyncPlan>) return MsgType::kSyncPlan;
 }
 
 template <typename T>
@@ -337,6 +446,8 @@ const char* MsgTypeName(MsgType t) {
     case MsgType::kError: return "Error";
     case MsgType::kDataHello: return "DataHello";
     case MsgType::kDataSegment: return "DataSegment";
+    case MsgType::kSyncReport: return "SyncReport";
+    case MsgType::kSyncPlan: return "SyncPlan";
   }
   return "unknown";
 }
@@ -356,9 +467,11 @@ Status DecodeHeader(const std::uint8_t* b, std::uint32_t payload_bytes_max, Fram
   }
   std::uint32_t len = GetU32At(b + 8);
   std::uint32_t max = payload_bytes_max;
-  if (type != static_cast<std::uint16_t>(MsgType::kDataSegment) &&
-      max > limits::kControlPayloadBytesMax) {
-    max = limits::kControlPayloadBytesMax;
+  if (type != static_cast<std::uint16_t>(MsgType::kDataSegment)) {
+    bool sync = type == static_cast<std::uint16_t>(MsgType::kSyncReport) ||
+                type == static_cast<std::uint16_t>(MsgType::kSyncPlan);
+    std::uint32_t type_max = sync ? limits::kSyncPayloadBytesMax : limits::kControlPayloadBytesMax;
+    if (max > type_max) max = type_max;
   }
   if (len > max) {
     return Status(SHOAL_ERR_PROTOCOL, std::string(MsgTypeName(static_cast<MsgType>(type))) +
@@ -394,6 +507,8 @@ Status DecodePayload(MsgType type, const std::uint8_t* p, std::size_t n, Message
     case MsgType::kRemoved: return DecodeAs<Removed>(p, n, out);
     case MsgType::kError: return DecodeAs<Error>(p, n, out);
     case MsgType::kDataHello: return DecodeAs<DataHello>(p, n, out);
+    case MsgType::kSyncReport: return DecodeAs<SyncReport>(p, n, out);
+    case MsgType::kSyncPlan: return DecodeAs<SyncPlan>(p, n, out);
     case MsgType::kDataSegment: break;
   }
   return Status(SHOAL_ERR_PROTOCOL,
@@ -403,7 +518,7 @@ Status DecodePayload(MsgType type, const std::uint8_t* p, std::size_t n, Message
 Status DecodeFrame(const std::uint8_t* bytes, std::size_t size, Message* out) {
   if (size < kHeaderBytes) return Status(SHOAL_ERR_PROTOCOL, "truncated frame header");
   FrameHeader h;
-  Status s = DecodeHeader(bytes, limits::kControlPayloadBytesMax, &h);
+  Status s = DecodeHeader(bytes, limits::kSyncPayloadBytesMax, &h);
   if (!s.ok()) return s;
   if (size - kHeaderBytes != h.payload_bytes) {
     return Status(SHOAL_ERR_PROTOCOL, "frame length " + std::to_string(size - kHeaderBytes) +

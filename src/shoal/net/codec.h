@@ -29,8 +29,9 @@ struct FrameHeader {
 };
 
 // Checks magic, version, that the type is known and that the payload is at most `payload_bytes_max`
-// (and, for control messages, at most limits::kControlPayloadBytesMax); a DataSegment payload must
-// also hold at least its kSegmentHeaderBytes segment header.
+// (and, for control messages, at most limits::kControlPayloadBytesMax, or kSyncPayloadBytesMax for
+// SyncReport and SyncPlan); a DataSegment payload must also hold at least its kSegmentHeaderBytes
+// segment header. Readers of control connections pass kSyncPayloadBytesMax.
 Status DecodeHeader(const std::uint8_t* bytes, std::uint32_t payload_bytes_max, FrameHeader* out);
 
 // Decodes the payload of a control or DataHello message. The payload must be consumed exactly.

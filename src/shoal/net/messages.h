@@ -32,6 +32,8 @@ enum class MsgType : std::uint16_t {
   kLeave = 14,
   kRemoved = 15,
   kError = 16,
+  kSyncReport = 17,
+  kSyncPlan = 18,
   kDataHello = 32,
   kDataSegment = 33,  // hot path: not a Message; see codec.h SegmentHeader
 };
@@ -127,6 +129,58 @@ struct Error {
   shoal_status code = SHOAL_ERR_PROTOCOL;
   std::string reason;
 };
+// The op tag of shared-state syncs: a sync is op (kSharedStateTag, seq) of its epoch, so it ends
+// with OpResult / OpCommit / EpochAbort like any collective. User tags must differ from it.
+inline constexpr std::uint64_t kSharedStateTag = ~std::uint64_t{0};
+
+// One tensor of a shared state as a member reports it.
+struct TensorReport {
+  std::string name;
+  shoal_dtype dtype = SHOAL_F32;
+  bool allow_divergence = false;  // members at the group's revision may hold other bytes
+  std::uint64_t count = 0;        // elements
+  std::uint64_t hash = 0;         // xxHash3-64 of the tensor's bytes
+  bool operator==(const TensorReport&) const = default;
+};
+// member -> coordinator: my shared state for sync `seq` of `epoch` (op (kSharedStateTag, seq)).
+struct SyncReport {
+  std::uint64_t epoch = 0;
+  std::uint64_t seq = 0;
+  std::uint64_t revision = 0;
+  std::vector<TensorReport> tensors;
+};
+// A byte range of one tensor that moves between two members. In a plan's `sends` `peer` is the
+// receiver, in its `recvs` the sender.
+struct TransferPiece {
+  PeerId peer = 0;
+  std::uint32_t tensor = 0;
+  std::uint64_t offset = 0;
+  std::uint64_t bytes = 0;
+  bool operator==(const TransferPiece&) const = default;
+};
+struct ExpectedHash {
+  std::uint32_t tensor = 0;
+  std::uint64_t hash = 0;
+  bool operator==(const ExpectedHash&) const = default;
+};
+// coordinator -> member: what this member sends and receives in sync `seq`, or (code != OK) why it
+// is refused. The pieces one member sends to another appear in the same order in the sender's
+// `sends` and the receiver's `recvs`.
+struct SyncPlan {
+  std::uint64_t epoch = 0;
+  std::uint64_t seq = 0;
+  shoal_status code = SHOAL_OK;
+  std::string reason;             // when refused
+  std::uint64_t revision = 0;     // the group's revision after this sync
+  std::vector<ExpectedHash> expect;  // the hash of every tensor this member receives
+  std::vector<TransferPiece> recvs;
+  std::vector<TransferPiece> sends;
+};
+// What a data stream carries.
+enum class StreamKind : std::uint8_t {
+  kRing = 0,      // a ring link of the epoch (collectives)
+  kTransfer = 1,  // a point-to-point link of the epoch (shared-state transfers)
+};
 // peer -> peer: first message on a data stream.
 struct DataHello {
   std::uint64_t epoch = 0;
@@ -134,11 +188,12 @@ struct DataHello {
   PeerId to = 0;
   std::uint16_t stream_index = 0;
   std::uint16_t stream_count = 0;
+  StreamKind kind = StreamKind::kRing;
 };
 
 using Message = std::variant<Hello, Welcome, Reject, Heartbeat, UpdateTopology, TopologyUnchanged,
                              EpochPropose, EpochReady, EpochCommit, OpResult, OpCommit, EpochFault,
-                             EpochAbort, Leave, Removed, Error, DataHello>;
+                             EpochAbort, Leave, Removed, Error, DataHello, SyncReport, SyncPlan>;
 
 MsgType TypeOf(const Message& m);
 const char* MsgTypeName(MsgType t);
