@@ -7,11 +7,16 @@
 namespace shoal::collective {
 namespace {
 
-// Asio's default completion conditions move at most 64 KiB per read_some/write_some, i.e. one
-// system call and one trip through the reactor per 64 KiB. Segments are up to several MiB, so let
-// each call move as much as the kernel will take.
-std::size_t WholeBuffer(const asio::error_code& ec, std::size_t) {
-  return ec ? 0 : std::size_t{1} << 30;
+// The completion condition of every read and write: Asio's default ones move at most 64 KiB per
+// read_some/write_some, i.e. one system call and one trip through the reactor per 64 KiB, and
+// segments are up to several MiB, so each step may move as much as the kernel takes. It also ends
+// the composed operation once the engine is stopped: cancel() reaches only a step waiting in the
+// reactor, and a step whose completion was already queued would otherwise go on to read into the
+// user's buffer after Stop().
+auto UntilStopped(const bool* stopped) {
+  return [stopped](const asio::error_code& ec, std::size_t) -> std::size_t {
+    return ec || *stopped ? 0 : std::size_t{1} << 30;
+  };
 }
 
 }  // namespace
@@ -54,8 +59,8 @@ PeerId RingEngine::SuspectFor(OpKey key) const {
 void RingEngine::ReadHead(std::uint32_t k) {
   auto self = shared_from_this();
   InStream& s = *in_[k];
-  asio::async_read(s.socket, asio::buffer(s.head), [this, self, k](const asio::error_code& ec,
-                                                                    std::size_t) {
+  asio::async_read(s.socket, asio::buffer(s.head), UntilStopped(&stopped_),
+                   [this, self, k](const asio::error_code& ec, std::size_t) {
     if (stopped_) return;
     if (ec) {
       Fail(SHOAL_ERR_PEER_LOST, prev_,
@@ -119,7 +124,7 @@ void RingEngine::ProcessHead(std::uint32_t k, RingAllReduce* op) {
   std::uint8_t* target = op->RecvTarget(expected, s.staging.data());
   OpKey key{s.seg.tag, s.seg.seq};
   auto self = shared_from_this();
-  asio::async_read(s.socket, asio::buffer(target, bytes), WholeBuffer,
+  asio::async_read(s.socket, asio::buffer(target, bytes), UntilStopped(&stopped_),
                    [this, self, k, key](const asio::error_code& ec, std::size_t) {
                      if (stopped_) return;
                      if (ec) {
@@ -171,7 +176,7 @@ void RingEngine::TrySend(std::uint32_t k) {
   std::array<asio::const_buffer, 2> bufs{asio::buffer(s.head),
                                          asio::buffer(op->SendData(unit), bytes)};
   auto self = shared_from_this();
-  asio::async_write(s.socket, bufs, WholeBuffer,
+  asio::async_write(s.socket, bufs, UntilStopped(&stopped_),
                     [this, self, k, key, unit](const asio::error_code& ec, std::size_t) {
                       if (stopped_) return;
                       out_[k]->writing = false;
