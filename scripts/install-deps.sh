@@ -8,7 +8,7 @@ PACKAGES=(
   libasio-dev                                    # networking (standalone Asio)
   libspdlog-dev libfmt-dev                       # logging and formatting
   libcli11-dev                                   # command-line flags of the tools
-  libxxhash-dev                                  # content hashes (tests now, shared state next)
+  libxxhash-dev                                  # content hashes (shared state, tests)
   libssl-dev                                     # HMAC and TLS (hardening)
   libgtest-dev libgmock-dev libbenchmark-dev     # tests and micro-benchmarks
   iproute2 procps                                # network namespaces and process tools in tests

@@ -50,6 +50,36 @@ typedef struct shoal_op_info {
   char message[256];  /* NUL-terminated, possibly truncated */
 } shoal_op_info;
 
+/* One tensor of a shared state (see shoal.hpp SharedTensor). */
+typedef struct shoal_tensor {
+  const char* name;       /* NUL-terminated, 1 to 255 bytes, unique within the state */
+  shoal_dtype dtype;
+  uint64_t count;         /* elements */
+  void* data;             /* may be overwritten by a sync; may be NULL when count is 0 */
+  int allow_divergence;   /* non-zero: members at the group's revision may differ here */
+} shoal_tensor;
+
+/* A shared state: tensors and a revision the caller advances by one per step. */
+typedef struct shoal_shared_state {
+  uint64_t revision;      /* in: this peer's revision; out (on success): the group's */
+  const shoal_tensor* tensors;
+  uint32_t tensor_count;
+} shoal_shared_state;
+
+#define SHOAL_SYNC_SENDERS_MAX 64
+/* What a sync did on this peer. */
+typedef struct shoal_sync_info {
+  uint64_t revision;          /* the group's revision after the sync */
+  uint64_t rx_bytes;          /* received into this peer's tensors */
+  uint64_t tx_bytes;          /* sent to other members */
+  uint32_t tensors_received;
+  uint32_t sender_count;      /* senders listed below; at most SHOAL_SYNC_SENDERS_MAX */
+  uint64_t sender_ids[SHOAL_SYNC_SENDERS_MAX];
+  uint64_t sender_bytes[SHOAL_SYNC_SENDERS_MAX];
+  double hash_seconds;        /* spent hashing this peer's tensors */
+  double transfer_seconds;    /* from the plan to this peer's part done, hash checks included */
+} shoal_sync_info;
+
 /* Fills *options with the defaults. */
 void shoal_options_init(shoal_options* options);
 
@@ -70,6 +100,12 @@ shoal_status shoal_all_reduce_async(shoal_comm* comm, const void* send, void* re
 shoal_status shoal_request_wait(shoal_request* request, int64_t timeout_ms, shoal_op_info* info);
 /* Waits for an unfinished request (within its deadline), then frees it. Accepts NULL. */
 void shoal_request_free(shoal_request* request);
+
+/* Makes every member's shared state equal (see shoal.hpp Communicator::SyncSharedState). A
+ * collective: every member calls it. `op_info` and `sync_info` may be NULL. */
+shoal_status shoal_sync_shared_state(shoal_comm* comm, shoal_shared_state* state,
+                                     int64_t timeout_ms, shoal_op_info* op_info,
+                                     shoal_sync_info* sync_info);
 
 shoal_status shoal_leave(shoal_comm* comm);
 

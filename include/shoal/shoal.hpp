@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "shoal/status.hpp"
@@ -49,6 +50,36 @@ struct Options {
 struct CollectiveOptions {
   std::uint64_t tag = 0;          // tells concurrent collectives apart; same on every member
   std::int64_t timeout_ms = -1;   // < 0: Options::timeout_ms
+};
+
+// One tensor of a shared state: a name, the element type and count, and the caller's memory, which
+// a sync may overwrite (only when this peer must receive that tensor).
+struct SharedTensor {
+  std::string name;            // at most 255 bytes; unique within the state
+  shoal_dtype dtype = SHOAL_F32;
+  std::uint64_t count = 0;     // elements
+  void* data = nullptr;        // count * element size bytes; may be null when count == 0
+  // Members at the group's revision may hold other bytes here (e.g. per-peer optimizer state): it
+  // is sent only to members that are behind (joiners). Must be the same on every member.
+  bool allow_divergence = false;
+};
+
+// A shared state: named tensors kept bit-identical across members, and a revision that the user
+// advances by exactly one per step (docs/protocol.md, "Shared state").
+struct SharedState {
+  std::uint64_t revision = 0;
+  std::vector<SharedTensor> tensors;
+};
+
+// What a SyncSharedState call did on this peer.
+struct SyncInfo {
+  std::uint64_t revision = 0;          // the group's revision after the sync
+  std::uint64_t rx_bytes = 0;          // received into this peer's tensors
+  std::uint64_t tx_bytes = 0;          // sent to other members
+  std::uint32_t tensors_received = 0;
+  std::vector<std::pair<PeerId, std::uint64_t>> rx_from;  // bytes received per sender
+  double hash_seconds = 0;             // hashing this peer's tensors before the sync
+  double transfer_seconds = 0;         // from the plan to this peer's part done (hash checks too)
 };
 
 // A collective started with one of the *Async calls. Destroying an unfinished Request waits for it
@@ -83,6 +114,19 @@ class Communicator {
                                 shoal_dtype dtype, shoal_reduce_op op,
                                 const CollectiveOptions& options,
                                 std::unique_ptr<Request>* out) = 0;
+
+  // Makes every member's shared state equal: each member reports its revision and per-tensor hashes;
+  // the coordinator elects per tensor the content most members hold at the highest revision;
+  // members that differ (or are behind, like a joiner) receive those bytes from members that hold
+  // them, spread over several senders, and check their hashes. On success state->revision is the
+  // group's revision and every member holds the same bytes (tensors allowing divergence aside).
+  // A revision more than one above the group's last is refused with SHOAL_ERR_REVISION, and a state
+  // whose tensor list differs from the group's with SHOAL_ERR_MISMATCH; such a member also leaves
+  // the epoch once the others' sync commits (it is re-admitted at the next update_topology). A
+  // failure during the transfer (a sender dies) ends like any collective: every member gets the
+  // same status, and a retry after UpdateTopology() completes from another holder.
+  virtual Status SyncSharedState(SharedState* state, SyncInfo* info = nullptr,
+                                 std::int64_t timeout_ms = -1) = 0;
 
   // Leaves the group; later calls fail with SHOAL_ERR_CLOSED.
   virtual Status Leave() = 0;

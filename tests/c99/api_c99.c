@@ -1,6 +1,6 @@
 /* Compiled with -std=c99 -pedantic -Werror: proves shoal.h is C99. Run against a live coordinator
  * (port in argv[1]) it also checks the C API end to end on a group of one: create, admission,
- * all-reduce, argument errors, leave. */
+ * all-reduce, shared-state sync, argument errors, leave. */
 #include <shoal/shoal.h>
 
 #include <stdio.h>
@@ -74,6 +74,49 @@ int main(int argc, char** argv) {
     EXPECT(shoal_request_wait(req, -1, &info) == SHOAL_OK);
     shoal_request_free(req);
     shoal_request_free(NULL);
+  }
+  {
+    /* Shared state on a group of one: the revision is taken as reported, nothing moves; then the
+     * same state one revision on; then argument errors. */
+    float weights[3] = {1.0f, 2.0f, 3.0f};
+    int64_t step = 42;
+    shoal_tensor tensors[2];
+    shoal_shared_state state;
+    shoal_sync_info sync;
+    tensors[0].name = "weights";
+    tensors[0].dtype = SHOAL_F32;
+    tensors[0].count = 3;
+    tensors[0].data = weights;
+    tensors[0].allow_divergence = 0;
+    tensors[1].name = "step";
+    tensors[1].dtype = SHOAL_I64;
+    tensors[1].count = 1;
+    tensors[1].data = &step;
+    tensors[1].allow_divergence = 1;
+    state.revision = 7;
+    state.tensors = tensors;
+    state.tensor_count = 2;
+    EXPECT(shoal_sync_shared_state(comm, &state, -1, &info, &sync) == SHOAL_OK);
+    EXPECT(state.revision == 7);
+    EXPECT(sync.revision == 7);
+    EXPECT(sync.rx_bytes == 0 && sync.tx_bytes == 0 && sync.sender_count == 0);
+    state.revision = 8;
+    weights[0] = 5.0f;
+    EXPECT(shoal_sync_shared_state(comm, &state, -1, NULL, NULL) == SHOAL_OK);
+    EXPECT(state.revision == 8 && weights[0] == 5.0f);
+    state.revision = 10; /* skips 9 */
+    EXPECT(shoal_sync_shared_state(comm, &state, -1, &info, NULL) == SHOAL_ERR_REVISION);
+    EXPECT(info.status == SHOAL_ERR_REVISION && strstr(info.message, "ahead") != NULL);
+    /* Every member (the only one) was refused, so nothing changed and the epoch stays; a step
+     * boundary after an error is still the usual way on. */
+    EXPECT(shoal_update_topology(comm, -1) == SHOAL_OK);
+    state.revision = 9;
+    EXPECT(shoal_sync_shared_state(comm, &state, -1, NULL, NULL) == SHOAL_OK);
+    tensors[1].name = "weights"; /* the same name twice */
+    EXPECT(shoal_sync_shared_state(comm, &state, -1, &info, NULL) == SHOAL_ERR_INVALID_ARGUMENT);
+    tensors[1].name = NULL;
+    EXPECT(shoal_sync_shared_state(comm, &state, -1, NULL, NULL) == SHOAL_ERR_INVALID_ARGUMENT);
+    EXPECT(shoal_sync_shared_state(comm, NULL, -1, NULL, NULL) == SHOAL_ERR_INVALID_ARGUMENT);
   }
   EXPECT(shoal_leave(comm) == SHOAL_OK);
   EXPECT(shoal_all_reduce(comm, send, recv, 5, SHOAL_F32, SHOAL_SUM, 0, -1, NULL) ==

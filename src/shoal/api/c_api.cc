@@ -122,6 +122,54 @@ shoal_status shoal_all_reduce_async(shoal_comm* comm, const void* send, void* re
   });
 }
 
+shoal_status shoal_sync_shared_state(shoal_comm* comm, shoal_shared_state* state,
+                                     int64_t timeout_ms, shoal_op_info* op_info,
+                                     shoal_sync_info* sync_info) {
+  if (comm == nullptr || state == nullptr || (state->tensor_count > 0 && state->tensors == nullptr)) {
+    return Fill(shoal::Status(SHOAL_ERR_INVALID_ARGUMENT, "comm, state or tensors is null"), 0,
+                op_info);
+  }
+  return Guard([&] {
+    std::uint64_t epoch = comm->comm->epoch();
+    shoal::SharedState cpp;
+    cpp.revision = state->revision;
+    cpp.tensors.reserve(state->tensor_count);
+    for (std::uint32_t i = 0; i < state->tensor_count; i++) {
+      const shoal_tensor& t = state->tensors[i];
+      if (t.name == nullptr) {
+        return Fill(shoal::Status(SHOAL_ERR_INVALID_ARGUMENT,
+                                  "tensor " + std::to_string(i) + " has no name"),
+                    epoch, op_info);
+      }
+      // Bounded read: a name longer than the limit is refused without reading past it.
+      std::size_t len = strnlen(t.name, 256);
+      cpp.tensors.push_back(shoal::SharedTensor{std::string(t.name, len), t.dtype, t.count, t.data,
+                                                t.allow_divergence != 0});
+    }
+    shoal::SyncInfo info;
+    shoal::Status s = comm->comm->SyncSharedState(&cpp, &info, timeout_ms);
+    if (s.ok()) {
+      state->revision = cpp.revision;
+      if (sync_info != nullptr) {
+        std::memset(sync_info, 0, sizeof *sync_info);
+        sync_info->revision = info.revision;
+        sync_info->rx_bytes = info.rx_bytes;
+        sync_info->tx_bytes = info.tx_bytes;
+        sync_info->tensors_received = info.tensors_received;
+        for (const auto& [peer, bytes] : info.rx_from) {
+          if (sync_info->sender_count == SHOAL_SYNC_SENDERS_MAX) break;
+          sync_info->sender_ids[sync_info->sender_count] = peer;
+          sync_info->sender_bytes[sync_info->sender_count] = bytes;
+          sync_info->sender_count++;
+        }
+        sync_info->hash_seconds = info.hash_seconds;
+        sync_info->transfer_seconds = info.transfer_seconds;
+      }
+    }
+    return Fill(s, epoch, op_info);
+  });
+}
+
 shoal_status shoal_request_wait(shoal_request* request, int64_t timeout_ms, shoal_op_info* info) {
   if (request == nullptr) return Fill(shoal::Status(SHOAL_ERR_INVALID_ARGUMENT, "request is null"), 0, info);
   return Guard([&] { return Fill(request->request->Wait(timeout_ms), request->epoch, info); });

@@ -1,9 +1,13 @@
 // The public C++ API (include/shoal/shoal.hpp) over PeerRuntime.
+#include <chrono>
 #include <memory>
+#include <set>
+#include <string_view>
 #include <utility>
 
 #include "shoal/collective/reduce.h"
 #include "shoal/comm/peer_runtime.h"
+#include "shoal/common/hash.h"
 #include "shoal/common/limits.h"
 #include "shoal/shoal.hpp"
 
@@ -53,6 +57,9 @@ class CommunicatorImpl final : public Communicator {
                         shoal_reduce_op op, const CollectiveOptions& options,
                         std::unique_ptr<Request>* out) override {
     if (out == nullptr) return Status(SHOAL_ERR_INVALID_ARGUMENT, "out is null");
+    if (options.tag == net::kSharedStateTag) {
+      return Status(SHOAL_ERR_INVALID_ARGUMENT, "tag 2^64-1 is reserved for shared-state syncs");
+    }
     if (!collective::IsValidDtype(dtype)) {
       return Status(SHOAL_ERR_INVALID_ARGUMENT, "unknown dtype " + std::to_string(dtype));
     }
@@ -84,6 +91,70 @@ class CommunicatorImpl final : public Communicator {
     Status s = rt_->StartAllReduce(p, options.tag, DeadlineFor(options.timeout_ms), &req);
     if (!s.ok()) return s;
     *out = std::make_unique<RequestImpl>(rt_, std::move(req));
+    return Status::Ok();
+  }
+
+  Status SyncSharedState(SharedState* state, SyncInfo* info, std::int64_t timeout_ms) override {
+    if (state == nullptr) return Status(SHOAL_ERR_INVALID_ARGUMENT, "state is null");
+    if (state->tensors.size() > limits::kSharedTensorsMax) {
+      return Status(SHOAL_ERR_INVALID_ARGUMENT,
+                    "a shared state holds at most " + std::to_string(limits::kSharedTensorsMax) +
+                        " tensors");
+    }
+    Deadline deadline = DeadlineFor(timeout_ms);
+    auto job = std::make_shared<comm::SyncJob>();
+    job->revision = state->revision;
+    std::set<std::string_view> names;
+    for (std::size_t i = 0; i < state->tensors.size(); ++i) {
+      const SharedTensor& t = state->tensors[i];
+      std::string which = "tensor " + std::to_string(i) + " ('" + t.name.substr(0, 64) + "')";
+      if (t.name.empty() || t.name.size() > limits::kTensorNameBytesMax) {
+        return Status(SHOAL_ERR_INVALID_ARGUMENT, which + ": a name needs 1 to " +
+                                                      std::to_string(limits::kTensorNameBytesMax) +
+                                                      " bytes");
+      }
+      if (!names.insert(t.name).second) {
+        return Status(SHOAL_ERR_INVALID_ARGUMENT, which + ": the name is used twice");
+      }
+      if (!collective::IsValidDtype(t.dtype)) {
+        return Status(SHOAL_ERR_INVALID_ARGUMENT, which + ": unknown dtype");
+      }
+      std::size_t elem = collective::DtypeBytes(t.dtype);
+      if (t.count > limits::kCollectiveBytesMax / elem) {
+        return Status(SHOAL_ERR_INVALID_ARGUMENT, which + ": count too large");
+      }
+      if (t.count > 0 && t.data == nullptr) {
+        return Status(SHOAL_ERR_INVALID_ARGUMENT, which + ": null data");
+      }
+    }
+    // Hash on the caller's thread: the io thread keeps serving heartbeats meanwhile.
+    auto t0 = std::chrono::steady_clock::now();
+    for (const SharedTensor& t : state->tensors) {
+      std::uint64_t bytes = t.count * collective::DtypeBytes(t.dtype);
+      job->tensors.push_back(net::TensorReport{t.name, t.dtype, t.allow_divergence, t.count,
+                                               ContentHash(t.data, bytes)});
+      job->regions.push_back(collective::TensorRegion{static_cast<std::uint8_t*>(t.data), bytes});
+    }
+    double hash_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::shared_ptr<comm::OpRequest> op;
+    Status s = rt_->StartSync(job, deadline, &op);
+    if (!s.ok()) return s;
+    s = rt_->Wait(op, Deadline::Never());
+    if (!s.ok()) return s;
+    state->revision = job->elected_revision;
+    if (info != nullptr) {
+      *info = SyncInfo{};
+      info->revision = job->elected_revision;
+      info->tensors_received = job->tensors_received;
+      info->tx_bytes = job->sent_bytes;
+      for (const auto& [peer, bytes] : job->received) {
+        info->rx_bytes += bytes;
+        info->rx_from.emplace_back(peer, bytes);
+      }
+      info->hash_seconds = hash_seconds;
+      info->transfer_seconds = job->transfer_seconds;
+    }
     return Status::Ok();
   }
 

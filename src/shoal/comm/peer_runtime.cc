@@ -2,7 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <random>
+#include <tuple>
 #include <utility>
 
 #include "shoal/collective/reduce.h"
@@ -111,7 +113,7 @@ Status PeerRuntime::Start(Deadline deadline) {
   io_.restart();
 
   control_ = std::make_shared<net::FramedConnection>(std::move(socket),
-                                                     limits::kControlPayloadBytesMax,
+                                                     limits::kSyncPayloadBytesMax,
                                                      kControlWriteQueueBytesMax);
   welcome_ = std::make_shared<Completion>();
   work_.emplace(asio::make_work_guard(io_));
@@ -146,7 +148,7 @@ void PeerRuntime::Close() {
         acceptor_.close(ec);
         heartbeat_timer_.cancel();
         if (control_) control_->Close();
-        if (epoch_.engine) epoch_.engine->Shutdown();
+        TearDownEpoch(Status(SHOAL_ERR_CLOSED, "the communicator is closed"));
         setup_.reset();
         held_.clear();
         work_.reset();
@@ -241,6 +243,34 @@ Status PeerRuntime::StartAllReduce(const collective::RingAllReduceParams& params
     }
     epoch_.ops[op->key] = op;
     epoch_.engine->AddOp(op->key, std::move(ring));
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  *out = std::move(op);
+  return Status::Ok();
+}
+
+Status PeerRuntime::StartSync(std::shared_ptr<SyncJob> job, Deadline deadline,
+                              std::shared_ptr<OpRequest>* out) {
+  auto op = std::make_shared<OpRequest>();
+  op->deadline = deadline;
+  op->sync = std::move(job);
+  Status s = RunOnIo(io_, deadline, [this, op]() -> Status {
+    if (phase_ == Phase::kClosed) return closed_reason_;
+    if (phase_ != Phase::kMember || !epoch_.committed) {
+      return Status(SHOAL_ERR_NOT_MEMBER,
+                    "this peer is not a member of a committed epoch; call update_topology");
+    }
+    if (epoch_.broken) return epoch_.abort_reason;
+    if (epoch_.sync && !epoch_.sync->completion.done()) {
+      return Status(SHOAL_ERR_INVALID_ARGUMENT,
+                    "another shared-state sync is running on this peer; syncs run one at a time");
+    }
+    op->epoch = epoch_.number;
+    op->key = collective::OpKey{net::kSharedStateTag, epoch_.next_seq[net::kSharedStateTag]++};
+    epoch_.ops[op->key] = op;
+    epoch_.sync = op;
+    Send(net::SyncReport{epoch_.number, op->key.seq, op->sync->revision, op->sync->tensors});
     return Status::Ok();
   });
   if (!s.ok()) return s;
@@ -466,7 +496,7 @@ void PeerRuntime::Handle(const net::EpochAbort& m) {
                                fmt::format("epoch {} aborted; retry after update_topology", m.epoch),
                                m.lost_peer);
   spdlog::info("peer {}: {}", Hex(peer_id_), epoch_.abort_reason.ToString());
-  if (epoch_.engine) epoch_.engine->Stop(epoch_.abort_reason);
+  StopDataPlane(epoch_.abort_reason);
   FailOps(epoch_.abort_reason);
 }
 
@@ -492,11 +522,27 @@ void PeerRuntime::Handle(const net::Error& m) {
 // ---------------------------------------------------------------- epochs and ops
 
 void PeerRuntime::TearDownEpoch(const Status& reason) {
+  Status why = epoch_.broken ? epoch_.abort_reason : reason;
+  StopDataPlane(why);
   if (epoch_.engine) {
     epoch_.engine->Shutdown();
     epoch_.engine.reset();
   }
-  FailOps(epoch_.broken ? epoch_.abort_reason : reason);
+  for (auto* links : {&epoch_.links_out, &epoch_.links_in}) {
+    for (auto& [peer, link] : *links) {
+      for (auto& socket : link.streams) {
+        asio::error_code ignored;
+        if (socket) socket->close(ignored);
+      }
+    }
+    links->clear();
+  }
+  FailOps(why);
+}
+
+void PeerRuntime::StopDataPlane(const Status& why) {
+  if (epoch_.engine) epoch_.engine->Stop(why);
+  if (epoch_.sync && epoch_.sync->sync->transfer) epoch_.sync->sync->transfer->Stop(why);
 }
 
 void PeerRuntime::FailOps(const Status& reason) {
@@ -542,19 +588,25 @@ void PeerRuntime::OnOpDone(std::uint64_t epoch, collective::OpKey key) {
 void PeerRuntime::OnOpDeadline(std::shared_ptr<OpRequest> op) {
   if (op->completion.done() || op->epoch != epoch_.number) return;
   PeerId suspect = 0;  // a finished op waits on whoever has not reported: the coordinator knows
-  if (!op->locally_done && epoch_.engine) suspect = epoch_.engine->SuspectFor(op->key);
-  std::string detail = fmt::format("collective tag {} seq {} passed its deadline", op->key.tag,
-                                   op->key.seq);
+  if (!op->locally_done) {
+    if (op->sync) {
+      if (op->sync->transfer) suspect = op->sync->transfer->Suspect();
+    } else if (epoch_.engine) {
+      suspect = epoch_.engine->SuspectFor(op->key);
+    }
+  }
+  std::string detail =
+      op->sync ? fmt::format("shared-state sync {} passed its deadline", op->key.seq)
+               : fmt::format("collective tag {} seq {} passed its deadline", op->key.tag,
+                             op->key.seq);
   SendFault(suspect, SHOAL_ERR_TIMEOUT, detail, op->key);
   // Stop touching user buffers now: the op cannot succeed any more on this peer.
-  if (!op->locally_done && epoch_.engine) {
-    epoch_.engine->Stop(Status(SHOAL_ERR_TIMEOUT, detail, suspect));
-  }
+  if (!op->locally_done) StopDataPlane(Status(SHOAL_ERR_TIMEOUT, detail, suspect));
 }
 
 void PeerRuntime::ForceFail(std::shared_ptr<OpRequest> op, const Status& status) {
   if (op->completion.done()) return;
-  if (op->epoch == epoch_.number && epoch_.engine) epoch_.engine->Stop(status);
+  if (op->epoch == epoch_.number) StopDataPlane(status);
   op->completion.Set(status);
   epoch_.ops.erase(op->key);
 }
@@ -640,6 +692,10 @@ void PeerRuntime::OnDataHello(const net::DataHello& hello, asio::ip::tcp::socket
     socket.close(ignored);
     return;
   }
+  if (hello.kind == net::StreamKind::kTransfer) {
+    OnTransferStream(hello, std::move(socket));
+    return;
+  }
   std::uint64_t current = setup_ ? setup_->epoch : epoch_.number;
   if (setup_ && hello.epoch == setup_->epoch) {
     if (hello.from != epoch_.prev || hello.stream_count != setup_->in.size()) {
@@ -677,47 +733,241 @@ void PeerRuntime::PlaceIncoming(asio::ip::tcp::socket socket, std::uint16_t inde
 
 void PeerRuntime::ConnectOut(std::uint64_t epoch, std::uint16_t index, const net::Member& to) {
   auto socket = std::make_shared<asio::ip::tcp::socket>(io_);
+  net::DataHello hello{epoch, peer_id_, to.peer_id, index,
+                       static_cast<std::uint16_t>(epoch_.streams), net::StreamKind::kRing};
+  PeerId next = to.peer_id;
+  DialDataStream(to, hello, socket, [this, socket, epoch, index, next](const std::string& error) {
+    if (!setup_ || setup_->epoch != epoch) return;
+    if (!error.empty()) {
+      FailSetup(next, SHOAL_ERR_PEER_LOST, "next neighbour: " + error);
+      return;
+    }
+    setup_->out[index].emplace(std::move(*socket));
+    setup_->out_ready++;
+    CheckSetupDone();
+  });
+}
+
+void PeerRuntime::DialDataStream(const net::Member& to, const net::DataHello& hello,
+                                 std::shared_ptr<asio::ip::tcp::socket> socket,
+                                 std::function<void(const std::string& error)> done) {
   auto resolver = std::make_shared<asio::ip::tcp::resolver>(io_);
   auto frame = std::make_shared<std::vector<std::uint8_t>>();
-  net::Encode(net::DataHello{epoch, peer_id_, to.peer_id, index,
-                             static_cast<std::uint16_t>(epoch_.streams)},
-              frame.get());
-  PeerId next = to.peer_id;
-  auto fail = [this, epoch, next](const std::string& why) {
-    if (setup_ && setup_->epoch == epoch) FailSetup(next, SHOAL_ERR_PEER_LOST, why);
-  };
+  net::Encode(hello, frame.get());
   resolver->async_resolve(
       to.host, std::to_string(to.port),
-      [this, socket, resolver, frame, epoch, index, fail](
-          const asio::error_code& ec, asio::ip::tcp::resolver::results_type results) {
-        if (!setup_ || setup_->epoch != epoch) return;
-        if (ec) {
-          fail("cannot resolve the next neighbour: " + ec.message());
-          return;
-        }
+      [socket, resolver, frame, done](const asio::error_code& ec,
+                                      asio::ip::tcp::resolver::results_type results) {
+        if (ec) return done("cannot resolve: " + ec.message());
         asio::async_connect(
-            *socket, results,
-            [this, socket, frame, epoch, index, fail](const asio::error_code& ec, const auto&) {
-              if (!setup_ || setup_->epoch != epoch) return;
-              if (ec) {
-                fail("cannot connect to the next neighbour: " + ec.message());
-                return;
-              }
+            *socket, results, [socket, frame, done](const asio::error_code& ec, const auto&) {
+              if (ec) return done("cannot connect: " + ec.message());
               net::TuneSocket(*socket);
               asio::async_write(*socket, asio::buffer(*frame),
-                                [this, socket, frame, epoch, index, fail](
-                                    const asio::error_code& ec, std::size_t) {
-                                  if (!setup_ || setup_->epoch != epoch) return;
-                                  if (ec) {
-                                    fail("cannot greet the next neighbour: " + ec.message());
-                                    return;
-                                  }
-                                  setup_->out[index].emplace(std::move(*socket));
-                                  setup_->out_ready++;
-                                  CheckSetupDone();
+                                [socket, frame, done](const asio::error_code& ec, std::size_t) {
+                                  if (ec) return done("cannot greet: " + ec.message());
+                                  done("");
                                 });
             });
       });
+}
+
+// ---------------------------------------------------------------- shared-state syncs
+
+void PeerRuntime::Handle(const net::SyncPlan& m) {
+  if (phase_ != Phase::kMember || !epoch_.committed || m.epoch != epoch_.number || epoch_.broken) {
+    return;  // stale: that epoch is over here
+  }
+  auto it = epoch_.ops.find(collective::OpKey{net::kSharedStateTag, m.seq});
+  if (it == epoch_.ops.end()) return;  // failed here already (deadline)
+  std::shared_ptr<OpRequest> op = it->second;
+  SyncJob& job = *op->sync;
+  if (job.transfer) {
+    OnControlLost(Status(SHOAL_ERR_PROTOCOL, "a second plan for one shared-state sync"));
+    return;
+  }
+  if (m.code != SHOAL_OK) {  // refused: the coordinator decided, nobody waits for this peer
+    spdlog::warn("peer {}: shared-state sync {} refused: {}", Hex(peer_id_), m.seq, m.reason);
+    epoch_.ops.erase(it);
+    op->completion.Set(Status(m.code, m.reason));
+    return;
+  }
+  if (Status valid = CheckPlan(m, job); !valid.ok()) {
+    OnControlLost(valid);
+    return;
+  }
+  job.plan_ms = MonotonicNowMs();
+  job.elected_revision = m.revision;
+  job.tensors_received = static_cast<std::uint32_t>(m.expect.size());
+  std::uint64_t rx_bytes = 0, tx_bytes = 0;
+  for (const net::TransferPiece& x : m.recvs) rx_bytes += x.bytes;
+  for (const net::TransferPiece& x : m.sends) tx_bytes += x.bytes;
+  spdlog::info("peer {}: shared-state sync {} planned: revision {}, receiving {} bytes of {} "
+               "tensors, sending {} bytes", Hex(peer_id_), m.seq, m.revision, rx_bytes,
+               m.expect.size(), tx_bytes);
+  collective::Transfer::Params p;
+  p.tag = net::kSharedStateTag;
+  p.seq = m.seq;
+  p.segment_bytes_max = epoch_.segment_bytes;
+  p.tensors = job.regions;
+  for (const net::TransferPiece& x : m.sends) {
+    p.sends[x.peer].push_back(collective::Piece{x.tensor, x.offset, x.bytes});
+  }
+  for (const net::TransferPiece& x : m.recvs) {
+    p.recvs[x.peer].push_back(collective::Piece{x.tensor, x.offset, x.bytes});
+  }
+  for (const net::ExpectedHash& e : m.expect) p.expected_hashes[e.tensor] = e.hash;
+  for (const auto& [peer, pieces] : p.sends) job.out_waiting.insert(peer);
+  for (const auto& [peer, pieces] : p.recvs) job.in_waiting.insert(peer);
+  std::uint64_t epoch = epoch_.number;
+  collective::OpKey key = op->key;
+  std::weak_ptr<OpRequest> weak = op;  // the transfer's callbacks must not keep the op alive
+  collective::Transfer::Callbacks cb;
+  cb.on_done = [this, epoch, weak] { OnTransferDone(epoch, weak.lock()); };
+  cb.on_fault = [this, epoch, key](const Status& why) {
+    if (epoch != epoch_.number || epoch_.broken || epoch_.fault_sent) return;
+    spdlog::info("peer {}: shared-state transfer fault in epoch {}: {}", Hex(peer_id_), epoch,
+                 why.ToString());
+    SendFault(why.peer(), why.code(), why.message(), key);
+  };
+  job.transfer = std::make_shared<collective::Transfer>(std::move(p), std::move(cb));
+  job.transfer->Start();
+  for (PeerId to : job.out_waiting) {
+    if (epoch_.links_out.find(to) == epoch_.links_out.end()) OpenTransferLink(to);
+  }
+  HandLinks();
+}
+
+// The plan comes from the coordinator, but it decides what this peer reads into user memory, so
+// every piece is checked against this peer's own tensors first.
+Status PeerRuntime::CheckPlan(const net::SyncPlan& plan, const SyncJob& job) const {
+  auto bad = [&](const std::string& why) {
+    return Status(SHOAL_ERR_PROTOCOL, "the coordinator sent an unusable sync plan: " + why);
+  };
+  std::set<PeerId> others;
+  for (const net::Member& m : epoch_.members) {
+    if (m.peer_id != peer_id_) others.insert(m.peer_id);
+  }
+  std::set<std::uint32_t> expected;
+  for (const net::ExpectedHash& e : plan.expect) {
+    if (e.tensor >= job.regions.size() || !expected.insert(e.tensor).second) {
+      return bad("expected hash for tensor " + std::to_string(e.tensor));
+    }
+  }
+  auto in_bounds = [&](const net::TransferPiece& x) {
+    if (others.count(x.peer) == 0 || x.tensor >= job.regions.size()) return false;
+    std::uint64_t size = job.regions[x.tensor].bytes;
+    return x.offset <= size && x.bytes <= size - x.offset;
+  };
+  for (const net::TransferPiece& x : plan.sends) {
+    if (!in_bounds(x)) return bad("a piece to send lies outside this peer's tensors");
+  }
+  std::vector<std::tuple<std::uint32_t, std::uint64_t, std::uint64_t>> received;
+  for (const net::TransferPiece& x : plan.recvs) {
+    if (!in_bounds(x)) return bad("a piece to receive lies outside this peer's tensors");
+    if (expected.count(x.tensor) == 0) return bad("a received tensor has no expected hash");
+    received.emplace_back(x.tensor, x.offset, x.bytes);
+  }
+  std::sort(received.begin(), received.end());
+  for (std::size_t i = 1; i < received.size(); ++i) {
+    auto [t0, o0, b0] = received[i - 1];
+    auto [t1, o1, b1] = received[i];
+    if (t0 == t1 && o1 < o0 + b0) return bad("received pieces overlap");
+  }
+  return Status::Ok();
+}
+
+void PeerRuntime::OnTransferDone(std::uint64_t epoch, std::shared_ptr<OpRequest> op) {
+  if (!op || epoch != epoch_.number || op->completion.done() || epoch_.broken) return;
+  SyncJob& job = *op->sync;
+  job.received = job.transfer->received_bytes();
+  job.sent_bytes = job.transfer->sent_bytes();
+  job.transfer_seconds = static_cast<double>(MonotonicNowMs() - job.plan_ms) / 1000.0;
+  op->locally_done = true;
+  Send(net::OpResult{epoch, op->key.tag, op->key.seq});
+}
+
+// Gives the transfer in flight every link it waits for that is complete now.
+void PeerRuntime::HandLinks() {
+  if (!epoch_.sync || epoch_.sync->completion.done()) return;
+  SyncJob& job = *epoch_.sync->sync;
+  if (!job.transfer || job.transfer->stopped()) return;
+  for (auto it = job.out_waiting.begin(); it != job.out_waiting.end();) {
+    auto link = epoch_.links_out.find(*it);
+    if (link == epoch_.links_out.end() || !link->second.complete()) {
+      ++it;
+      continue;
+    }
+    PeerId to = *it;
+    it = job.out_waiting.erase(it);
+    job.transfer->AddOutgoing(to, link->second.streams);
+  }
+  for (auto it = job.in_waiting.begin(); it != job.in_waiting.end();) {
+    auto link = epoch_.links_in.find(*it);
+    if (link == epoch_.links_in.end() || !link->second.complete()) {
+      ++it;
+      continue;
+    }
+    PeerId from = *it;
+    it = job.in_waiting.erase(it);
+    job.transfer->AddIncoming(from, link->second.streams);
+  }
+}
+
+// Opens the K streams of a transfer link to `to`; they stay open for the rest of the epoch.
+void PeerRuntime::OpenTransferLink(PeerId to) {
+  const net::Member* member = nullptr;
+  for (const net::Member& m : epoch_.members) {
+    if (m.peer_id == to) member = &m;
+  }
+  if (member == nullptr) return;  // CheckPlan admits members only
+  Link& link = epoch_.links_out[to];
+  std::uint64_t epoch = epoch_.number;
+  auto k_count = static_cast<std::uint16_t>(epoch_.streams);
+  for (std::uint16_t k = 0; k < k_count; k++) {
+    auto socket = std::make_shared<asio::ip::tcp::socket>(io_);
+    link.streams.push_back(socket);
+    net::DataHello hello{epoch, peer_id_, to, k, k_count, net::StreamKind::kTransfer};
+    DialDataStream(*member, hello, socket, [this, epoch, to](const std::string& error) {
+      if (epoch != epoch_.number || epoch_.broken) return;
+      auto link = epoch_.links_out.find(to);
+      if (link == epoch_.links_out.end()) return;
+      if (!error.empty()) {
+        collective::OpKey key = epoch_.sync ? epoch_.sync->key : collective::OpKey{};
+        std::string why = "cannot open a transfer link to " + Hex(to) + ": " + error;
+        SendFault(to, SHOAL_ERR_PEER_LOST, why, key);
+        StopDataPlane(Status(SHOAL_ERR_PEER_LOST, why, to));
+        return;
+      }
+      link->second.ready++;
+      HandLinks();
+    });
+  }
+}
+
+void PeerRuntime::OnTransferStream(const net::DataHello& hello, asio::ip::tcp::socket socket) {
+  asio::error_code ignored;
+  bool from_member = false;
+  for (const net::Member& m : epoch_.members) from_member |= m.peer_id == hello.from;
+  if (phase_ != Phase::kMember || !epoch_.committed || epoch_.broken ||
+      hello.epoch != epoch_.number || !from_member || hello.from == peer_id_ ||
+      hello.stream_count != epoch_.streams) {
+    spdlog::warn("peer {}: refused a transfer stream from {} for epoch {} (current epoch {})",
+                 Hex(peer_id_), Hex(hello.from), hello.epoch, epoch_.number);
+    socket.close(ignored);
+    return;
+  }
+  Link& link = epoch_.links_in[hello.from];
+  if (link.streams.empty()) link.streams.resize(hello.stream_count);
+  if (link.streams[hello.stream_index]) {
+    spdlog::warn("peer {}: refused a second transfer stream {} from {}", Hex(peer_id_),
+                 hello.stream_index, Hex(hello.from));
+    socket.close(ignored);
+    return;
+  }
+  link.streams[hello.stream_index] = std::make_shared<asio::ip::tcp::socket>(std::move(socket));
+  link.ready++;
+  HandLinks();
 }
 
 void PeerRuntime::CheckSetupDone() {

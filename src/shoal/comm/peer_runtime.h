@@ -15,14 +15,17 @@
 
 #include <asio.hpp>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 #include <vector>
 
 #include "shoal/collective/engine.h"
+#include "shoal/collective/transfer.h"
 #include "shoal/comm/completion.h"
 #include "shoal/common/clock.h"
 #include "shoal/status.hpp"
@@ -32,6 +35,24 @@
 
 namespace shoal::comm {
 
+// The shared-state part of a sync op. The io thread writes the results before it sets the op's
+// completion; the user thread reads them after.
+struct SyncJob {
+  std::uint64_t revision = 0;                   // as reported
+  std::vector<net::TensorReport> tensors;       // as reported (with hashes)
+  std::vector<collective::TensorRegion> regions;
+  std::shared_ptr<collective::Transfer> transfer;  // io thread; once the plan arrived
+  std::set<PeerId> out_waiting;  // io thread: receivers whose link is not handed to the transfer yet
+  std::set<PeerId> in_waiting;   // io thread: senders likewise
+  // Results.
+  std::uint64_t elected_revision = 0;
+  std::uint32_t tensors_received = 0;
+  std::map<PeerId, std::uint64_t> received;
+  std::uint64_t sent_bytes = 0;
+  TimeMs plan_ms = 0;       // io thread: when the plan arrived
+  double transfer_seconds = 0;
+};
+
 // A collective in flight, shared by the io thread and the waiting user thread.
 struct OpRequest {
   std::uint64_t epoch = 0;
@@ -39,6 +60,7 @@ struct OpRequest {
   Deadline deadline = Deadline::Never();
   Completion completion;
   bool locally_done = false;  // io thread only
+  std::shared_ptr<SyncJob> sync;  // for a shared-state sync
 };
 
 class PeerRuntime {
@@ -52,6 +74,9 @@ class PeerRuntime {
   // Waits for `op` until `wait_deadline`; past the op's own deadline it asks for the verdict and
   // waits at most verdict_grace_ms more. Returns SHOAL_ERR_TIMEOUT only for an early wait_deadline.
   Status Wait(const std::shared_ptr<OpRequest>& op, Deadline wait_deadline);
+  // Sends this peer's report (job->tensors hashed by the caller) and returns the op to Wait on.
+  Status StartSync(std::shared_ptr<SyncJob> job, Deadline deadline,
+                   std::shared_ptr<OpRequest>* out);
   Status Leave(Deadline deadline);
   // Leaves if needed and stops the io thread. Idempotent.
   void Close();
@@ -78,6 +103,12 @@ class PeerRuntime {
     bool reported = false;
     std::unique_ptr<asio::steady_timer> timer;
   };
+  // A point-to-point link of the committed epoch: K streams in one direction (transfers).
+  struct Link {
+    std::vector<std::shared_ptr<asio::ip::tcp::socket>> streams;
+    std::size_t ready = 0;
+    bool complete() const { return !streams.empty() && ready == streams.size(); }
+  };
   // The epoch this peer is in (proposed or committed).
   struct Epoch {
     std::uint64_t number = 0;
@@ -95,6 +126,9 @@ class PeerRuntime {
     std::shared_ptr<collective::RingEngine> engine;
     std::map<std::uint64_t, std::uint64_t> next_seq;  // per tag
     std::map<collective::OpKey, std::shared_ptr<OpRequest>> ops;
+    std::map<PeerId, Link> links_out;  // transfer links this peer opened, by receiver
+    std::map<PeerId, Link> links_in;   // transfer links opened to this peer, by sender
+    std::shared_ptr<OpRequest> sync;   // the shared-state sync in flight, if any
   };
 
   explicit PeerRuntime(const Options& options);
@@ -112,6 +146,7 @@ class PeerRuntime {
   void Handle(const net::EpochAbort& m);
   void Handle(const net::Removed& m);
   void Handle(const net::Error& m);
+  void Handle(const net::SyncPlan& m);
   void Handle(const net::Heartbeat&) {}  // liveness only: OnControlMessage noted the time
   template <typename T>
   void Handle(const T& m) {  // messages only a peer sends (Hello, OpResult, DataHello, ...)
@@ -124,6 +159,10 @@ class PeerRuntime {
   void OnDataHello(const net::DataHello& hello, asio::ip::tcp::socket socket);
   void PlaceIncoming(asio::ip::tcp::socket socket, std::uint16_t index);
   void ConnectOut(std::uint64_t epoch, std::uint16_t index, const net::Member& to);
+  // Resolves, connects `socket` to `to` and writes `hello`; `done("")` on success, else with why.
+  void DialDataStream(const net::Member& to, const net::DataHello& hello,
+                      std::shared_ptr<asio::ip::tcp::socket> socket,
+                      std::function<void(const std::string& error)> done);
   void CheckSetupDone();
   void FailSetup(PeerId suspect, shoal_status code, const std::string& why);
   void TearDownEpoch(const Status& reason);
@@ -135,6 +174,13 @@ class PeerRuntime {
                  collective::OpKey op = {});
   void OnEngineFault(std::uint64_t epoch, const Status& why);
   void OnOpDone(std::uint64_t epoch, collective::OpKey key);
+  Status CheckPlan(const net::SyncPlan& plan, const SyncJob& job) const;
+  void OnTransferDone(std::uint64_t epoch, std::shared_ptr<OpRequest> op);
+  void OpenTransferLink(PeerId to);
+  void HandLinks();
+  void OnTransferStream(const net::DataHello& hello, asio::ip::tcp::socket socket);
+  // Stops the ring engine and the transfer in flight: no user buffer is touched after this.
+  void StopDataPlane(const Status& why);
   void OnOpDeadline(std::shared_ptr<OpRequest> op);
   void ForceFail(std::shared_ptr<OpRequest> op, const Status& status);
   void HeartbeatTick();

@@ -60,6 +60,15 @@
 //    entrant. Reject codes: REJECTED for a duplicate id or a full pending queue, PROTOCOL for id 0.
 // 10. OnConnect has no outputs, so the coordinator cannot refuse a connection there: the shell caps
 //    accepted connections at limits::kConnectionsMax; the hello timeout bounds silent ones.
+// 11. A sync plans once every member reported; members the plan refuses (revision ahead, other
+//    schema) get their refusal at once and do not hold up the commit. When the sync commits, the
+//    refused leave the epoch, because the ring still counts on them and their state differs: the
+//    epoch breaks with (the first refusal's code, that member) and each refused member is demoted
+//    with Removed{its code}; the others' next op fails fast and update_topology() goes on without
+//    (or re-admits) them. If every member is refused, nothing changed anywhere: no commit, no
+//    demotion, the epoch stays. If the epoch breaks before the commit, nobody is demoted.
+// 12. The group's revision is the elected revision of its last committed sync. It is forgotten
+//    when the group becomes empty: a group that re-forms starts from whatever its members hold.
 #include "shoal/coord/coordinator.h"
 
 #include <algorithm>
@@ -67,6 +76,7 @@
 #include <utility>
 
 #include "shoal/common/check.h"
+#include "shoal/coord/sync_planner.h"
 
 namespace shoal::coord {
 namespace {
@@ -173,6 +183,20 @@ struct OpRecord {
   std::uint32_t reported_count = 0;
 };
 
+// The SyncReports received for one shared-state sync that has not been planned yet.
+struct SyncRecord {
+  std::vector<std::optional<net::SyncReport>> reports;  // by rank
+  std::uint32_t reported_count = 0;
+};
+
+// A sync whose plan is out: what its commit changes.
+struct PlannedSync {
+  bool any_admitted = false;
+  std::uint64_t revision = 0;            // the group's revision once it commits
+  std::vector<ConnId> refused;           // demoted once it commits (choice 11)
+  std::vector<net::SyncPlan> refusals;   // their plans, for the code and reason
+};
+
 struct Peer {
   ConnId conn = 0;
   PeerState state = PeerState::kHandshaking;
@@ -198,6 +222,8 @@ struct Epoch {
   TimeMs barrier_first_ms = 0;       // when the first one did
   net::EpochAbort abort;             // kBroken: the abort reason
   std::map<OpKey, OpRecord> ops;     // kActive: open ops
+  std::map<std::uint64_t, SyncRecord> syncs;      // kActive: syncs awaiting reports, by seq
+  std::map<std::uint64_t, PlannedSync> planned;   // kActive: planned syncs awaiting results
 };
 
 }  // namespace
@@ -212,6 +238,9 @@ struct Coordinator::Impl {
   Epoch epoch;
   std::uint64_t highest_epoch = 0;
   std::uint64_t arrivals = 0;
+  // The group's shared-state revision after its last committed sync; none before the first and
+  // after the group was empty (choice 12).
+  std::optional<std::uint64_t> revision;
   TimeMs now_ms = 0;
   std::vector<Output>* out = nullptr;  // set for the duration of one event
 
@@ -380,6 +409,25 @@ struct Coordinator::Impl {
         if (m.epoch < epoch.number || phase == Phase::kBroken) return;  // stale or aborted
         SHOAL_CHECK(phase == Phase::kActive);
         RecordResult(p, OpKey{m.tag, m.seq});
+        return;
+    }
+  }
+
+  void On(Peer& p, const net::SyncReport& m) {
+    switch (p.state) {
+      case PeerState::kHandshaking:
+        Refuse(p, "SyncReport before Hello");
+        return;
+      case PeerState::kPending:
+      case PeerState::kProposed:
+      case PeerState::kReady:
+        if (m.epoch > p.committed_epoch) Refuse(p, "SyncReport for an epoch it was never in");
+        return;  // else stale: ignored
+      case PeerState::kMember:
+        if (m.epoch > epoch.number) return Refuse(p, "SyncReport for a future epoch");
+        if (m.epoch < epoch.number || phase == Phase::kBroken) return;  // stale or aborted
+        SHOAL_CHECK(phase == Phase::kActive);
+        RecordSyncReport(p, m);
         return;
     }
   }
@@ -588,6 +636,7 @@ struct Coordinator::Impl {
   void EmptyGroup() {
     SHOAL_CHECK(LiveMembers().empty());
     MovePhase(Phase::kEmpty);
+    revision.reset();  // nobody holds the state any more (choice 12)
     std::uint64_t last = epoch.number;
     epoch = Epoch{};
     epoch.number = last;
@@ -622,6 +671,84 @@ struct Coordinator::Impl {
     for (ConnId c : epoch.conns) {
       Send(peers.at(c), net::OpCommit{epoch.number, key.tag, key.seq});  // all live: unbroken
     }
+    if (key.tag == net::kSharedStateTag && epoch.planned.count(key.seq) != 0) {
+      SyncCommitted(key.seq);
+    }
+  }
+
+  // ---- Shared-state syncs -------------------------------------------------------------------
+
+  void RecordSyncReport(Peer& p, const net::SyncReport& m) {
+    if (epoch.planned.count(m.seq) != 0 ||
+        epoch.ops.count(OpKey{net::kSharedStateTag, m.seq}) != 0) {
+      return Refuse(p, "SyncReport for a sync that is already planned");
+    }
+    auto it = epoch.syncs.find(m.seq);
+    if (it == epoch.syncs.end()) {
+      if (epoch.syncs.size() >= limits::kOpenSyncsMax) {
+        return Refuse(p, "more than " + std::to_string(limits::kOpenSyncsMax) +
+                             " shared-state syncs awaiting reports");
+      }
+      SyncRecord record;
+      record.reports.resize(epoch.members.size());
+      it = epoch.syncs.emplace(m.seq, std::move(record)).first;
+    }
+    SyncRecord& record = it->second;
+    SHOAL_CHECK(p.rank < record.reports.size());
+    if (record.reports[p.rank].has_value()) return Refuse(p, "second SyncReport for one sync");
+    record.reports[p.rank] = m;
+    if (++record.reported_count < record.reports.size()) return;
+    std::vector<MemberSyncReport> reports;
+    for (std::size_t r = 0; r < record.reports.size(); ++r) {
+      reports.push_back(MemberSyncReport{epoch.members[r].peer_id, std::move(*record.reports[r])});
+    }
+    epoch.syncs.erase(it);
+    PlanAndSend(m.seq, reports);
+  }
+
+  // Elects, sends every member its plan, and opens the sync's op record. Refused members count as
+  // reported: the commit waits only for the admitted ones.
+  void PlanAndSend(std::uint64_t seq, const std::vector<MemberSyncReport>& reports) {
+    SyncDecision d = PlanSync(reports, revision, SyncPlannerConfig{});
+    SHOAL_CHECK(d.plans.size() == epoch.conns.size());
+    PlannedSync planned;
+    planned.any_admitted = d.any_admitted;
+    planned.revision = d.revision;
+    OpRecord record;
+    record.reported.assign(epoch.members.size(), false);
+    for (std::size_t r = 0; r < d.plans.size(); ++r) {
+      net::SyncPlan& plan = d.plans[r];
+      plan.epoch = epoch.number;
+      plan.seq = seq;
+      if (plan.code != SHOAL_OK) {
+        record.reported[r] = true;
+        record.reported_count++;
+        planned.refused.push_back(epoch.conns[r]);
+        planned.refusals.push_back(plan);
+      }
+      Send(peers.at(epoch.conns[r]), std::move(plan));
+    }
+    // Everyone refused: the same error reached every member and nothing changed; no commit.
+    if (!d.any_admitted) return;
+    epoch.ops.emplace(OpKey{net::kSharedStateTag, seq}, std::move(record));
+    epoch.planned.emplace(seq, std::move(planned));
+  }
+
+  // A sync committed: the group is at its revision, and members refused in it leave the epoch
+  // (choice 11).
+  void SyncCommitted(std::uint64_t seq) {
+    auto it = epoch.planned.find(seq);
+    SHOAL_CHECK(it != epoch.planned.end());
+    PlannedSync planned = std::move(it->second);
+    epoch.planned.erase(it);
+    revision = planned.revision;
+    if (planned.refused.empty()) return;
+    const net::SyncPlan& first = planned.refusals.front();
+    Break(first.code, peers.at(planned.refused.front()).id);
+    for (std::size_t i = 0; i < planned.refused.size(); ++i) {
+      Demote(peers.at(planned.refused[i]), planned.refusals[i].code,
+             planned.refusals[i].reason.c_str());
+    }
   }
 
   // The peer a fault is blamed on (choice 4): the suspect it names if that is a member; else, for a fault
@@ -640,6 +767,14 @@ struct Coordinator::Impl {
         if (!op->second.reported[r]) return epoch.members[r].peer_id;
       }
     }
+    // A sync still waiting for reports waits on whoever has not sent one.
+    auto sync = fault.tag == net::kSharedStateTag ? epoch.syncs.find(fault.seq) : epoch.syncs.end();
+    if (sync != epoch.syncs.end()) {
+      for (std::size_t back = 1; back < n; back++) {
+        std::size_t r = (reporter.rank + n - back) % n;
+        if (!sync->second.reports[r].has_value()) return epoch.members[r].peer_id;
+      }
+    }
     return epoch.members[(reporter.rank + n - 1) % n].peer_id;
   }
 
@@ -648,6 +783,8 @@ struct Coordinator::Impl {
     MovePhase(Phase::kBroken);
     epoch.abort = net::EpochAbort{epoch.number, code, lost};
     epoch.ops.clear();
+    epoch.syncs.clear();
+    epoch.planned.clear();
     for (ConnId c : LiveMembers()) Send(peers.at(c), epoch.abort);
   }
 
@@ -736,6 +873,7 @@ struct Coordinator::Impl {
     View v;
     v.epoch = epoch.number;
     v.highest_epoch = highest_epoch;
+    v.revision = revision;
     switch (phase) {
       case Phase::kEmpty:
         break;

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "shoal/common/clock.h"
@@ -55,6 +56,7 @@ struct View {
   std::vector<PeerId> pending;    // arrival order
   std::vector<PeerId> barrier;    // members that have entered update_topology
   std::uint64_t highest_epoch = 0;  // the highest epoch number ever proposed
+  std::optional<std::uint64_t> revision;  // shared state: the group's last committed revision
 };
 
 class Coordinator {
