@@ -1,10 +1,13 @@
-// shoal-swarm: the main demo. A coordinator and a swarm of peers on 127.0.0.1 run all-reduces step
-// after step while the driver injects churn: it SIGKILLs one peer in the middle of the run, later
-// starts a new one that joins at a step boundary, and finally stops everyone (they leave cleanly).
+// shoal-swarm: the main demo. A coordinator and a swarm of peers on 127.0.0.1 train step after step
+// while the driver injects churn: it SIGKILLs one peer in the middle of the run, later starts a new
+// one that joins at a step boundary, and finally stops everyone (they leave cleanly). Each step is
+// update_topology, a sync of the shared model (a joiner receives it there, from several members at
+// once), an all-reduce of the step's gradient, and the same update of the model on every member.
 // Every peer narrates what it sees; at the end the driver checks the promises from the peers'
 // records: every result exact, every collective bit-identical on all its members, every failure
-// reported with the same status and lost peer by all survivors, and every failure followed by a
-// successful retry. Exit 0 only if all hold.
+// reported with the same status and lost peer by all survivors, every failure followed by a
+// successful retry, the model bit-identical on every member at every revision, and the joiner
+// given the whole model. Exit 0 only if all hold.
 //
 //   shoal-swarm                      4 peers, 16 MiB all-reduces, kill at 3 s, join at 6 s, stop at 10 s
 //   shoal-swarm --peers 6 --mib 64 --kill-at 2 --join-at 5 --stop-at 12
@@ -42,6 +45,7 @@ struct PeerArgs {
   std::string name;
   std::string record_path;
   std::size_t count = 0;
+  bool joiner = false;  // starts with an empty model (revision 0) and must receive it
 };
 
 // One peer: update_topology, all-reduce, check, narrate, until SIGTERM; then leave.
@@ -64,6 +68,15 @@ int RunPeer(const PeerArgs& a) {
   std::printf("%-7s connected as peer %016llx, waiting to be admitted\n", a.name.c_str(),
               static_cast<unsigned long long>(comm->peer_id()));
   std::vector<float> buf(a.count);
+  // The shared model: the founders start from the same initial weights at revision 1; a joiner
+  // starts from zeros at revision 0 and receives the group's model at its first sync.
+  std::vector<float> model(a.count, 0.0f);
+  shoal::SharedState state;
+  state.revision = a.joiner ? 0 : 1;
+  if (!a.joiner) {
+    for (std::size_t i = 0; i < model.size(); i++) model[i] = static_cast<float>(i % 1000) * 1e-3f;
+  }
+  state.tensors.push_back({"model", SHOAL_F32, model.size(), model.data()});
   std::uint64_t last_epoch = 0;
   int k = 0, step = 0;
   while (!g_stop) {
@@ -78,6 +91,21 @@ int RunPeer(const PeerArgs& a) {
                   static_cast<unsigned long long>(comm->epoch()), comm->rank(), comm->world_size());
       last_epoch = comm->epoch();
       k = 0;
+    }
+    shoal::SyncInfo info;
+    auto ts = Clock::now();
+    s = comm->SyncSharedState(&state, &info);
+    double sync_ms = std::chrono::duration<double, std::milli>(Clock::now() - ts).count();
+    if (!s.ok()) {
+      std::printf("%-7s step %3d  model sync failed after %.1f ms: %s\n", a.name.c_str(), step,
+                  sync_ms, s.ToString().c_str());
+      continue;  // the next update_topology re-forms the group; the sync is retried
+    }
+    if (info.rx_bytes > 0) {
+      std::printf("%-7s step %3d  received %.1f MiB of the model (revision %llu) from %zu peers in "
+                  "%.1f ms\n", a.name.c_str(), step, info.rx_bytes / 1048576.0,
+                  static_cast<unsigned long long>(state.revision), info.rx_from.size(), sync_ms);
+      record << fmt::format("SYNCED {} {}\n", state.revision, info.rx_bytes) << std::flush;
     }
     std::uint32_t n = comm->world_size();
     shoal::tools::FillPattern(buf.data(), buf.size(), static_cast<int>(comm->rank()));
@@ -102,7 +130,15 @@ int RunPeer(const PeerArgs& a) {
                           shoal::MonotonicNowMs())
            << std::flush;
     k++;
-    if (s.ok()) step++;
+    if (s.ok()) {
+      // The optimizer step: the same bits in, the same float operations, the same bits out.
+      for (std::size_t i = 0; i < model.size(); i++) model[i] -= 1e-6f * buf[i];
+      state.revision++;
+      record << fmt::format("MODEL {} {:016x}\n", state.revision,
+                            XXH3_64bits(model.data(), model.size() * sizeof(float)))
+             << std::flush;
+      step++;
+    }
   }
   s = comm->Leave();
   std::printf("%-7s left the group after %d steps (%s)\n", a.name.c_str(), step,
@@ -123,11 +159,16 @@ struct Result {
 // SIGKILL at `killed_ms` to each survivor's error and next success); true if all hold.
 // `killed` is the index of the SIGKILLed peer's record (-1 if none): the one collective it may have
 // completed without living to record it is not held against the others.
-bool Verify(const std::vector<std::string>& records, int killed, shoal::TimeMs killed_ms) {
+// `model_bytes` is the size of the shared model; with `expect_joiner`, some peer must have received
+// all of it in one sync.
+bool Verify(const std::vector<std::string>& records, int killed, shoal::TimeMs killed_ms,
+            std::uint64_t model_bytes, bool expect_joiner) {
   std::vector<long long> to_error_ms, to_success_ms;
   std::pair<std::uint64_t, int> killed_next{0, -1};  // the op after the killed peer's last record
   std::map<std::pair<std::uint64_t, int>, std::set<std::string>> hashes, failures;
   std::map<std::pair<std::uint64_t, int>, unsigned> reporters, members;
+  std::map<std::uint64_t, std::set<std::string>> models;  // revision -> model hashes seen
+  std::uint64_t synced_bytes = 0;                         // the most any peer received in a sync
   int ok = 0, failed = 0, wrong = 0;
   for (std::size_t p = 0; p < records.size(); p++) {
     std::ifstream in(records[p]);
@@ -136,6 +177,19 @@ bool Verify(const std::vector<std::string>& records, int killed, shoal::TimeMs k
     while (in >> word) {
       if (word == "ID") {
         in >> word;
+        continue;
+      }
+      if (word == "MODEL") {
+        std::uint64_t revision;
+        std::string hash;
+        in >> revision >> hash;
+        models[revision].insert(hash);
+        continue;
+      }
+      if (word == "SYNCED") {
+        std::uint64_t revision, bytes;
+        in >> revision >> bytes;
+        synced_bytes = std::max(synced_bytes, bytes);
         continue;
       }
       Result r;
@@ -181,7 +235,15 @@ bool Verify(const std::vector<std::string>& records, int killed, shoal::TimeMs k
     std::printf("after the SIGKILL: survivors' error at %s; their next successful all-reduce at %s\n",
                 list(to_error_ms).c_str(), list(to_success_ms).c_str());
   }
-  return ok > 0 && wrong == 0 && diverged == 0 && partial == 0 && disagreed == 0;
+  int model_diverged = 0;
+  for (auto& [revision, set] : models) model_diverged += set.size() != 1;
+  std::printf("shared model: %zu revisions, %d with differing bits across members; the most one "
+              "peer received in a sync: %.1f MiB (the whole model is %.1f MiB)\n",
+              models.size(), model_diverged, synced_bytes / 1048576.0,
+              model_bytes / 1048576.0);
+  bool joiner_fed = !expect_joiner || synced_bytes == model_bytes;
+  return ok > 0 && wrong == 0 && diverged == 0 && partial == 0 && disagreed == 0 &&
+         model_diverged == 0 && !models.empty() && joiner_fed;
 }
 
 }  // namespace
@@ -204,6 +266,7 @@ int main(int argc, char** argv) {
   app.add_option("--name", pa.name)->group("");
   app.add_option("--record", pa.record_path)->group("");
   app.add_option("--count", pa.count)->group("");
+  app.add_flag("--joiner", pa.joiner)->group("");
   CLI11_PARSE(app, argc, argv);
   if (peer_mode) return RunPeer(pa);
 
@@ -243,10 +306,12 @@ int main(int argc, char** argv) {
   std::size_t count = static_cast<std::size_t>(mib * 1048576 / 4);
   std::vector<pid_t> pids;
   std::vector<std::string> records;
-  auto start_peer = [&](const std::string& name) {
+  auto start_peer = [&](const std::string& name, bool joiner) {
     std::string record = dir.path() + "/" + name + ".record";
     pid_t pid;
-    if (!sup.Spawn({name, {self, "--peer", "--coord-port", std::to_string(port), "--name", name, "--record", record, "--count", std::to_string(count)}, "", ""}, &pid, &error)) {
+    std::vector<std::string> argv = {self, "--peer", "--coord-port", std::to_string(port), "--name", name, "--record", record, "--count", std::to_string(count)};
+    if (joiner) argv.push_back("--joiner");
+    if (!sup.Spawn({name, argv, "", ""}, &pid, &error)) {
       std::fprintf(stderr, "%s\n", error.c_str());
       return false;
     }
@@ -255,7 +320,7 @@ int main(int argc, char** argv) {
     return true;
   };
   for (int i = 0; i < peers; i++) {
-    if (!start_peer("peer" + std::to_string(i))) return 2;
+    if (!start_peer("peer" + std::to_string(i), false)) return 2;
   }
   bool killed = kill_at_s <= 0, joined = join_at_s <= 0;
   shoal::TimeMs killed_ms = 0;
@@ -268,7 +333,7 @@ int main(int argc, char** argv) {
     }
     if (!joined && Clock::now() >= at(join_at_s)) {
       std::printf("driver  >>> starting peer%d: it joins at the next step boundary\n", peers);
-      if (!start_peer("peer" + std::to_string(peers))) return 2;
+      if (!start_peer("peer" + std::to_string(peers), true)) return 2;
       joined = true;
     }
     double next = stop_at_s;
@@ -283,9 +348,11 @@ int main(int argc, char** argv) {
   }
   for (pid_t pid : pids) sup.Stop(pid, std::chrono::milliseconds(20000));  // waits; SIGKILL late
   sup.StopAll(std::chrono::milliseconds(5000));                              // the coordinator
-  bool good = Verify(records, killed_ms > 0 ? 1 : -1, killed_ms);
+  bool good = Verify(records, killed_ms > 0 ? 1 : -1, killed_ms, count * sizeof(float),
+                     join_at_s > 0 && join_at_s < stop_at_s);
   std::printf("%s\n", good ? "PASS: every result exact and bit-identical on all members; every "
-                             "failure agreed by all survivors"
+                             "failure agreed by all survivors; the model identical everywhere and "
+                             "the joiner given all of it"
                            : "FAIL: see the summary above");
   return good ? 0 : 1;
 }
