@@ -4,139 +4,13 @@
 #include <gtest/gtest.h>
 
 #include <map>
-#include <memory>
-#include <regex>
 #include <set>
-#include <sstream>
+#include <string>
 
-#include "mp/test_util.h"
+#include "mp/swarm.h"
 
 namespace shoal::mp {
 namespace {
-
-// One output line "WORD key=value ..." of a test peer.
-struct Line {
-  std::string word;
-  std::map<std::string, std::string> kv;
-  std::string get(const std::string& k) const {
-    auto it = kv.find(k);
-    return it == kv.end() ? "" : it->second;
-  }
-  long long num(const std::string& k) const { return std::stoll(get(k), nullptr, 0); }
-};
-
-std::vector<Line> ParseLines(const std::string& text) {
-  std::vector<Line> out;
-  std::istringstream in(text);
-  std::string raw;
-  while (std::getline(in, raw)) {
-    std::istringstream words(raw);
-    Line l;
-    if (!(words >> l.word)) continue;
-    if (l.word != "READY" && l.word != "MEMBER" && l.word != "START" && l.word != "RESULT" &&
-        l.word != "LEFT" && l.word != "DONE" && l.word != "ERROR") {
-      continue;  // log lines
-    }
-    std::string w;
-    while (words >> w) {
-      auto eq = w.find('=');
-      if (eq != std::string::npos) l.kv[w.substr(0, eq)] = w.substr(eq + 1);
-    }
-    out.push_back(std::move(l));
-  }
-  return out;
-}
-
-class Swarm {
- public:
-  Swarm() {
-    coord_ = std::make_unique<ChildProcess>();
-    std::string port_file = dir_.path() + "/coord.port";
-    Status s = coord_->Spawn({SHOAL_COORD_BIN, "--host", "127.0.0.1", "--port", "0",
-                              "--port-file", port_file, "--log-level", "info"},
-                             dir_.path() + "/coord.out", dir_.path() + "/coord.err");
-    EXPECT_TRUE(s.ok()) << s.ToString();
-    s = ReadPortFile(port_file, Deadline::After(10000), coord_.get(), &port_);
-    EXPECT_TRUE(s.ok()) << s.ToString();
-  }
-
-  // Starts a peer; returns its index.
-  int StartPeer(std::vector<std::string> args) {
-    int i = static_cast<int>(peers_.size());
-    std::vector<std::string> argv = {SHOAL_TEST_PEER_BIN, "--coord-port", std::to_string(port_),
-                                     "--log-level", "info"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    peers_.push_back(std::make_unique<ChildProcess>());
-    Status s = peers_.back()->Spawn(argv, OutPath(i), dir_.path() + "/peer" + std::to_string(i) + ".err");
-    EXPECT_TRUE(s.ok()) << s.ToString();
-    return i;
-  }
-
-  std::string OutPath(int i) const { return dir_.path() + "/peer" + std::to_string(i) + ".out"; }
-  std::vector<Line> Lines(int i) const { return ParseLines(ReadWholeFile(OutPath(i))); }
-  ChildProcess& peer(int i) { return *peers_[i]; }
-  int peers() const { return static_cast<int>(peers_.size()); }
-
-  // Waits until `pred(lines of peer i)` holds, polling the output file (the peers print as they
-  // go). Returns false at the deadline.
-  template <typename Pred>
-  bool WaitFor(int i, Pred pred, TimeMs timeout_ms) {
-    Deadline d = Deadline::After(timeout_ms);
-    while (!pred(Lines(i))) {
-      if (d.passed() || !peers_[i]->Running()) return pred(Lines(i));
-      PollOne(-1, 0, Deadline::After(20));  // a short bounded pause between reads of the file
-    }
-    return true;
-  }
-
-  // Waits until every peer has printed a line that satisfies `pred`.
-  template <typename Pred>
-  bool WaitAllForLine(Pred pred, TimeMs timeout_ms) {
-    for (int i = 0; i < peers(); i++) {
-      bool seen = WaitFor(i, [&](const std::vector<Line>& ls) {
-        for (const Line& l : ls) if (pred(l)) return true;
-        return false;
-      }, timeout_ms);
-      if (!seen) return false;
-    }
-    return true;
-  }
-
-  // The id peer i printed in its READY line ("" before that).
-  std::string IdOf(int i) const {
-    for (const Line& l : Lines(i)) if (l.word == "READY") return l.get("peer");
-    return "";
-  }
-
-  // Waits for peer i to exit; returns its wait status or -1.
-  int WaitExit(int i, TimeMs timeout_ms) {
-    auto st = peers_[i]->WaitExit(Deadline::After(timeout_ms));
-    return st ? *st : -1;
-  }
-
-  std::string Diagnostics() const {
-    std::string s;
-    for (int i = 0; i < peers(); i++) {
-      std::string out = ReadWholeFile(OutPath(i));
-      s += "--- peer " + std::to_string(i) + " stdout (tail)\n" +
-           (out.size() > 4000 ? out.substr(out.size() - 4000) : out);
-      s += "--- peer " + std::to_string(i) + " stderr (tail)\n";
-      std::string err = ReadWholeFile(dir_.path() + "/peer" + std::to_string(i) + ".err");
-      s += err.size() > 3000 ? err.substr(err.size() - 3000) : err;
-    }
-    std::string c = ReadWholeFile(dir_.path() + "/coord.err");
-    s += "--- coordinator stderr (tail)\n" + (c.size() > 3000 ? c.substr(c.size() - 3000) : c);
-    return s;
-  }
-
- private:
-  TempDir dir_;
-  std::unique_ptr<ChildProcess> coord_;
-  std::uint16_t port_ = 0;
-  std::vector<std::unique_ptr<ChildProcess>> peers_;
-};
-
-bool Exited0(int status) { return status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0; }
 
 // Every successful result of the same collective (epoch, k, dtype, op) has the same hash on every
 // peer that reported it, and (unless the test killed peers at the end) each such collective was
@@ -168,7 +42,7 @@ class AllReduceMatrix : public ::testing::TestWithParam<int> {};
 
 TEST_P(AllReduceMatrix, EveryDtypeAndOpIsExactAndBitIdentical) {
   const int n = GetParam();
-  Swarm swarm;
+  Swarm swarm(SHOAL_TEST_PEER_BIN);
   for (int i = 0; i < n; i++) {
     swarm.StartPeer({"--expect", std::to_string(n), "--steps", "1", "--count", "1001", "--matrix",
                      "--no-retry"});
@@ -189,7 +63,7 @@ INSTANTIATE_TEST_SUITE_P(WorldSizes, AllReduceMatrix, ::testing::Values(2, 3, 4,
 TEST(AllReduceFaults, SigkillMidAllReduceGivesEverySurvivorTheSameErrorThenRetrySucceeds) {
   const int n = 4;
   const int victim = 2;
-  Swarm swarm;
+  Swarm swarm(SHOAL_TEST_PEER_BIN);
   // 128 MiB of f32 per peer: long enough on loopback that the kill lands inside the op.
   for (int i = 0; i < n; i++) {
     swarm.StartPeer({"--expect", std::to_string(n), "--steps", "3", "--count", "33554432"});
@@ -241,7 +115,7 @@ TEST(AllReduceFaults, SigkillMidAllReduceGivesEverySurvivorTheSameErrorThenRetry
 TEST(AllReduceFaults, StalledPeerIsDroppedByHeartbeatAndTheOthersGoOn) {
   const int n = 4;
   const int victim = 2;
-  Swarm swarm;
+  Swarm swarm(SHOAL_TEST_PEER_BIN);
   for (int i = 0; i < n; i++) {
     swarm.StartPeer({"--expect", std::to_string(n), "--steps", "400", "--count", "262144"});
   }
@@ -282,7 +156,7 @@ TEST(AllReduceFaults, StalledPeerIsDroppedByHeartbeatAndTheOthersGoOn) {
 }
 
 TEST(AllReduceMembership, NewPeerJoinsARunningGroup) {
-  Swarm swarm;
+  Swarm swarm(SHOAL_TEST_PEER_BIN);
   for (int i = 0; i < 3; i++) {
     swarm.StartPeer({"--expect", "3", "--steps", "40", "--count", "100000"});
   }
@@ -311,7 +185,7 @@ TEST(AllReduceMembership, NewPeerJoinsARunningGroup) {
 }
 
 TEST(AllReduceMembership, PeerLeavesCleanlyAndTheOthersGoOn) {
-  Swarm swarm;
+  Swarm swarm(SHOAL_TEST_PEER_BIN);
   for (int i = 0; i < 4; i++) {
     std::vector<std::string> args = {"--expect", "4", "--steps", "8", "--count", "50000"};
     if (i == 1) args.insert(args.end(), {"--leave-after", "3"});
