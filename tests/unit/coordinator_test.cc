@@ -9,8 +9,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -46,6 +48,16 @@ struct Outs {
       }
     }
     return r;
+  }
+  // The one T sent to c; a failure (and a default T) unless there is exactly one.
+  template <class T>
+  T One(ConnId c) const {
+    auto r = To<T>(c);
+    if (r.size() != 1) {
+      ADD_FAILURE() << r.size() << " messages of the type instead of one to connection " << c;
+      return T{};
+    }
+    return r[0];
   }
   // Connections that were sent a T, in output order.
   template <class T>
@@ -134,6 +146,29 @@ class CoordinatorTest : public ::testing::Test {
     return Deliver(c, net::EpochFault{e, suspect, code, 0, 0, "test"});
   }
   std::uint64_t Epoch() const { return coord_.view().epoch; }
+
+  // A shared state of two tensors, 'w' f32[1000] and 'b' f32[10], holding these contents.
+  static std::vector<net::TensorReport> State(std::uint64_t w_hash, std::uint64_t b_hash) {
+    return {net::TensorReport{"w", SHOAL_F32, false, 1000, w_hash},
+            net::TensorReport{"b", SHOAL_F32, false, 10, b_hash}};
+  }
+  Outs Report(ConnId c, std::uint64_t e, std::uint64_t seq, std::uint64_t revision,
+              std::vector<net::TensorReport> tensors = State(11, 22)) {
+    return Deliver(c, net::SyncReport{e, seq, revision, std::move(tensors)});
+  }
+  Outs SyncResult(ConnId c, std::uint64_t e, std::uint64_t seq) {
+    return Result(c, e, net::kSharedStateTag, seq);
+  }
+  // Runs sync `seq` to its commit: every peer of `conns` reports `revision` with the same state,
+  // then sends its result. Returns the outputs of the last result.
+  Outs SyncAll(const std::vector<ConnId>& conns, std::uint64_t e, std::uint64_t seq,
+               std::uint64_t revision) {
+    for (ConnId c : conns) Report(c, e, seq, revision);
+    Outs o;
+    for (ConnId c : conns) o = SyncResult(c, e, seq);
+    EXPECT_EQ(o.Receivers<net::OpCommit>(), conns);
+    return o;
+  }
 
   // Lets `ms` pass in 100 ms ticks; before each tick the peers on `alive` send a heartbeat.
   // Returns every output of the ticks.
@@ -348,7 +383,9 @@ std::vector<Message> AllMessages(PeerId self, std::uint64_t e) {
           net::Leave{},
           net::Removed{},
           net::Error{},
-          net::DataHello{e, self, self, 0, 1}};
+          net::DataHello{e, self, self, 0, 1},
+          net::SyncReport{e, 0, 0, {}},
+          net::SyncPlan{e, 0, SHOAL_OK, "", 0, {}, {}, {}}};
 }
 
 Verdict Expected(Subject s, net::MsgType t) {
@@ -364,6 +401,7 @@ Verdict Expected(Subject s, net::MsgType t) {
       return s == Subject::kProposed ? Verdict::kAccepted : Verdict::kRefused;
     case MsgType::kOpResult:
     case MsgType::kEpochFault:
+    case MsgType::kSyncReport:
       return s == Subject::kMember ? Verdict::kAccepted : Verdict::kRefused;
     case MsgType::kLeave:
       return s == Subject::kHandshaking ? Verdict::kRefused : Verdict::kClosed;
@@ -378,6 +416,7 @@ Verdict Expected(Subject s, net::MsgType t) {
     case MsgType::kError:
     case MsgType::kDataHello:
     case MsgType::kDataSegment:
+    case MsgType::kSyncPlan:
       return Verdict::kRefused;
   }
   return Verdict::kRefused;
@@ -455,16 +494,16 @@ TEST_P(StateEventTable, Verdict) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(AllStatesAllMessages, StateEventTable,
-                         ::testing::Combine(::testing::Values(Subject::kHandshaking,
-                                                              Subject::kPending, Subject::kProposed,
-                                                              Subject::kReady, Subject::kMember),
-                                            ::testing::Range(0, 17)),
-                         [](const ::testing::TestParamInfo<std::tuple<Subject, int>>& info) {
-                           Message m = AllMessages(1, 1)[std::get<1>(info.param)];
-                           return std::string(SubjectName(std::get<0>(info.param))) + "_" +
-                                  net::MsgTypeName(net::TypeOf(m));
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    AllStatesAllMessages, StateEventTable,
+    ::testing::Combine(::testing::Values(Subject::kHandshaking, Subject::kPending,
+                                         Subject::kProposed, Subject::kReady, Subject::kMember),
+                       ::testing::Range(0, static_cast<int>(AllMessages(1, 1).size()))),
+    [](const ::testing::TestParamInfo<std::tuple<Subject, int>>& info) {
+      Message m = AllMessages(1, 1)[std::get<1>(info.param)];
+      return std::string(SubjectName(std::get<0>(info.param))) + "_" +
+             net::MsgTypeName(net::TypeOf(m));
+    });
 
 // ---- Epoch setup -----------------------------------------------------------------------------
 
@@ -877,6 +916,412 @@ TEST_F(CoordinatorTest, LastMemberGoneWithNoOneWaitingLeavesAnEmptyGroup) {
   EXPECT_EQ(v.epoch, e);
   Outs o = Hello(2);
   EXPECT_EQ(o.To<net::EpochPropose>(2)[0].epoch, e + 1);
+}
+
+// ---- Shared-state syncs ----------------------------------------------------------------------
+
+// (connection, message type name) of every send, in output order.
+using SendList = std::vector<std::pair<ConnId, std::string>>;
+SendList Sends(const Outs& o) {
+  SendList r;
+  for (const Output& x : o.all) {
+    if (x.kind == Output::Kind::kSend) {
+      r.emplace_back(x.conn, net::MsgTypeName(net::TypeOf(x.message)));
+    }
+  }
+  return r;
+}
+
+TEST_F(CoordinatorTest, SyncPlansGoToEveryMemberOnlyAfterTheLastReport) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  EXPECT_TRUE(Report(1, e, 0, 0).all.empty());
+  EXPECT_TRUE(Report(3, e, 0, 0).all.empty());
+  Outs o = Report(2, e, 0, 0);
+  EXPECT_EQ(o.Receivers<net::SyncPlan>(), (std::vector<ConnId>{1, 2, 3}));
+  EXPECT_EQ(o.all.size(), 3u);  // nothing else: no commit before the results
+  for (ConnId c : {1, 2, 3}) {
+    auto plan = o.To<net::SyncPlan>(c);
+    ASSERT_EQ(plan.size(), 1u);
+    EXPECT_EQ(plan[0].epoch, e);
+    EXPECT_EQ(plan[0].seq, 0u);
+    EXPECT_EQ(plan[0].code, SHOAL_OK);
+    EXPECT_EQ(plan[0].revision, 0u);
+    EXPECT_TRUE(plan[0].sends.empty() && plan[0].recvs.empty() && plan[0].expect.empty());
+  }
+  EXPECT_FALSE(coord_.view().revision.has_value());  // planned, not committed
+}
+
+TEST_F(CoordinatorTest, SyncPlanMovesADifferingTensorFromAHolder) {
+  // Members 1 and 3 hold 'b' with hash 22, member 2 with 99: 2 receives the 40 bytes of tensor 1
+  // from the earliest holder and checks them against 22.
+  std::uint64_t e = StartGroup({1, 2, 3});
+  Report(1, e, 0, 4, State(11, 22));
+  Report(2, e, 0, 4, State(11, 99));
+  Outs o = Report(3, e, 0, 4, State(11, 22));
+  ASSERT_EQ(o.Receivers<net::SyncPlan>(), (std::vector<ConnId>{1, 2, 3}));
+  net::SyncPlan p1 = o.One<net::SyncPlan>(1);
+  net::SyncPlan p2 = o.One<net::SyncPlan>(2);
+  net::SyncPlan p3 = o.One<net::SyncPlan>(3);
+  for (const net::SyncPlan* p : {&p1, &p2, &p3}) {
+    EXPECT_EQ(p->code, SHOAL_OK);
+    EXPECT_EQ(p->revision, 4u);
+    EXPECT_EQ(p->epoch, e);
+  }
+  EXPECT_EQ(p1.sends, (std::vector<net::TransferPiece>{{Id(2), 1, 0, 40}}));
+  EXPECT_TRUE(p1.recvs.empty());
+  EXPECT_TRUE(p1.expect.empty());
+  EXPECT_EQ(p2.recvs, (std::vector<net::TransferPiece>{{Id(1), 1, 0, 40}}));
+  EXPECT_EQ(p2.expect, (std::vector<net::ExpectedHash>{{1, 22}}));
+  EXPECT_TRUE(p2.sends.empty());
+  EXPECT_TRUE(p3.sends.empty() && p3.recvs.empty() && p3.expect.empty());
+}
+
+TEST_F(CoordinatorTest, SyncCommitsAfterEveryResultAndOnlyThenSetsTheRevision) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  Report(1, e, 0, 7);
+  Report(2, e, 0, 7);
+  Report(3, e, 0, 7);
+  EXPECT_TRUE(SyncResult(1, e, 0).all.empty());
+  EXPECT_TRUE(SyncResult(3, e, 0).all.empty());
+  EXPECT_FALSE(coord_.view().revision.has_value());
+  Outs o = SyncResult(2, e, 0);
+  EXPECT_EQ(o.Receivers<net::OpCommit>(), (std::vector<ConnId>{1, 2, 3}));
+  EXPECT_EQ(o.all.size(), 3u);
+  auto c = o.One<net::OpCommit>(2);
+  EXPECT_EQ(c.epoch, e);
+  EXPECT_EQ(c.tag, net::kSharedStateTag);
+  EXPECT_EQ(c.seq, 0u);
+  View v = coord_.view();
+  EXPECT_EQ(v.revision, std::optional<std::uint64_t>(7));
+  EXPECT_FALSE(v.broken);
+  // The next sync may go one revision further; members behind are not refused, and receive the
+  // tensors whose content differs.
+  Report(1, e, 1, 8, State(33, 22));
+  Report(2, e, 1, 7, State(11, 22));
+  o = Report(3, e, 1, 8, State(33, 22));
+  for (ConnId m : {1, 2, 3}) EXPECT_EQ(o.One<net::SyncPlan>(m).code, SHOAL_OK);
+  EXPECT_EQ(o.One<net::SyncPlan>(2).revision, 8u);
+  EXPECT_EQ(o.One<net::SyncPlan>(2).expect, (std::vector<net::ExpectedHash>{{0, 33}}));
+  SyncResult(1, e, 1);
+  SyncResult(2, e, 1);
+  EXPECT_EQ(coord_.view().revision, std::optional<std::uint64_t>(7));
+  SyncResult(3, e, 1);
+  EXPECT_EQ(coord_.view().revision, std::optional<std::uint64_t>(8));
+}
+
+TEST_F(CoordinatorTest, MemberAheadOfTheGroupIsRefusedAndDemotedWhenTheSyncCommits) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  SyncAll({1, 2, 3}, e, 0, 5);
+  ASSERT_EQ(coord_.view().revision, std::optional<std::uint64_t>(5));
+  Report(1, e, 1, 6);
+  Report(2, e, 1, 7);  // 5 + 2: ahead
+  Outs o = Report(3, e, 1, 6);
+  auto refused = o.To<net::SyncPlan>(2);
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_EQ(refused[0].code, SHOAL_ERR_REVISION);
+  EXPECT_FALSE(refused[0].reason.empty());
+  EXPECT_TRUE(refused[0].sends.empty() && refused[0].recvs.empty() && refused[0].expect.empty());
+  EXPECT_EQ(o.One<net::SyncPlan>(1).code, SHOAL_OK);
+  EXPECT_EQ(o.One<net::SyncPlan>(1).revision, 6u);
+  EXPECT_EQ(o.One<net::SyncPlan>(3).code, SHOAL_OK);
+  EXPECT_FALSE(o.Any<net::Removed>());  // refused at once, demoted only at the commit
+  // The admitted commit without the refused member's result.
+  EXPECT_TRUE(SyncResult(1, e, 1).all.empty());
+  o = SyncResult(3, e, 1);
+  EXPECT_EQ(Sends(o), (SendList{{1, "OpCommit"},
+                                {2, "OpCommit"},
+                                {3, "OpCommit"},
+                                {1, "EpochAbort"},
+                                {2, "EpochAbort"},
+                                {3, "EpochAbort"},
+                                {2, "Removed"}}));
+  EXPECT_FALSE(o.AnyClose());
+  auto abort = o.One<net::EpochAbort>(1);
+  EXPECT_EQ(abort.epoch, e);
+  EXPECT_EQ(abort.code, SHOAL_ERR_REVISION);
+  EXPECT_EQ(abort.lost_peer, Id(2));
+  EXPECT_EQ(o.One<net::Removed>(2).code, SHOAL_ERR_REVISION);
+  View v = coord_.view();
+  EXPECT_EQ(v.revision, std::optional<std::uint64_t>(6));
+  EXPECT_TRUE(v.broken);
+  EXPECT_EQ(v.abort_reason.code, SHOAL_ERR_REVISION);
+  EXPECT_EQ(v.abort_reason.lost_peer, Id(2));
+  EXPECT_EQ(v.pending, Ids({2}));
+  // The barrier goes on without it and re-admits it.
+  Update(1, e);
+  o = Update(3, e);
+  EXPECT_EQ(MemberIds(o.One<net::EpochPropose>(1)), Ids({1, 3, 2}));
+}
+
+TEST_F(CoordinatorTest, MemberWithAnotherSchemaIsRefusedAndDemotedWhenTheSyncCommits) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  std::vector<net::TensorReport> other = State(11, 22);
+  other[1].dtype = SHOAL_F64;
+  Report(1, e, 0, 0, other);  // the minority schema, even though it is first in ring order
+  Report(2, e, 0, 0);
+  Outs o = Report(3, e, 0, 0);
+  auto refused = o.One<net::SyncPlan>(1);
+  EXPECT_EQ(refused.code, SHOAL_ERR_MISMATCH);
+  EXPECT_NE(refused.reason.find("'b'"), std::string::npos) << refused.reason;
+  EXPECT_EQ(o.One<net::SyncPlan>(2).code, SHOAL_OK);
+  EXPECT_EQ(o.One<net::SyncPlan>(3).code, SHOAL_OK);
+  EXPECT_TRUE(SyncResult(2, e, 0).all.empty());
+  o = SyncResult(3, e, 0);
+  EXPECT_EQ(Sends(o), (SendList{{1, "OpCommit"},
+                                {2, "OpCommit"},
+                                {3, "OpCommit"},
+                                {1, "EpochAbort"},
+                                {2, "EpochAbort"},
+                                {3, "EpochAbort"},
+                                {1, "Removed"}}));
+  EXPECT_EQ(o.One<net::EpochAbort>(3).code, SHOAL_ERR_MISMATCH);
+  EXPECT_EQ(o.One<net::EpochAbort>(3).lost_peer, Id(1));
+  EXPECT_EQ(o.One<net::Removed>(1).code, SHOAL_ERR_MISMATCH);
+  EXPECT_EQ(coord_.view().revision, std::optional<std::uint64_t>(0));
+  EXPECT_EQ(coord_.view().pending, Ids({1}));
+}
+
+TEST_F(CoordinatorTest, SeveralRefusedMembersAbortWithTheFirstAndAreAllDemoted) {
+  std::uint64_t e = StartGroup({1, 2, 3, 4});
+  SyncAll({1, 2, 3, 4}, e, 0, 5);
+  std::vector<net::TensorReport> other = State(11, 22);
+  other.pop_back();
+  Report(1, e, 1, 5);
+  Report(2, e, 1, 9);         // ahead
+  Report(3, e, 1, 5, other);  // another schema
+  Report(4, e, 1, 6);
+  SyncResult(1, e, 1);
+  Outs o = SyncResult(4, e, 1);
+  EXPECT_EQ(o.Receivers<net::EpochAbort>(), (std::vector<ConnId>{1, 2, 3, 4}));
+  EXPECT_EQ(o.One<net::EpochAbort>(1).code, SHOAL_ERR_REVISION);  // 2 comes first in the ring
+  EXPECT_EQ(o.One<net::EpochAbort>(1).lost_peer, Id(2));
+  EXPECT_EQ(o.Receivers<net::Removed>(), (std::vector<ConnId>{2, 3}));
+  EXPECT_EQ(o.One<net::Removed>(2).code, SHOAL_ERR_REVISION);
+  EXPECT_EQ(o.One<net::Removed>(3).code, SHOAL_ERR_MISMATCH);
+  EXPECT_EQ(coord_.view().pending, Ids({2, 3}));
+  EXPECT_EQ(coord_.view().revision, std::optional<std::uint64_t>(6));
+}
+
+TEST_F(CoordinatorTest, EpochBrokenBeforeTheSyncCommitsDemotesNobody) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  SyncAll({1, 2, 3}, e, 0, 5);
+  Report(1, e, 1, 6);
+  Report(2, e, 1, 8);
+  Report(3, e, 1, 6);
+  SyncResult(1, e, 1);
+  Outs o = Fault(3, e, Id(1), SHOAL_ERR_TIMEOUT);
+  EXPECT_EQ(o.Receivers<net::EpochAbort>(), (std::vector<ConnId>{1, 2, 3}));
+  EXPECT_EQ(o.One<net::EpochAbort>(1).code, SHOAL_ERR_TIMEOUT);
+  EXPECT_FALSE(o.Any<net::Removed>());
+  EXPECT_TRUE(SyncResult(3, e, 1).all.empty());  // broken: ignored
+  View v = coord_.view();
+  EXPECT_EQ(v.revision, std::optional<std::uint64_t>(5));
+  EXPECT_TRUE(v.pending.empty());
+}
+
+TEST_F(CoordinatorTest, SyncRefusingEveryMemberChangesNothing) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  SyncAll({1, 2, 3}, e, 0, 5);
+  Report(1, e, 1, 9);
+  Report(2, e, 1, 9);
+  Outs o = Report(3, e, 1, 9);
+  EXPECT_EQ(o.Receivers<net::SyncPlan>(), (std::vector<ConnId>{1, 2, 3}));
+  for (ConnId c : {1, 2, 3}) EXPECT_EQ(o.One<net::SyncPlan>(c).code, SHOAL_ERR_REVISION);
+  EXPECT_EQ(o.all.size(), 3u);  // no commit, no abort, no demotion
+  View v = coord_.view();
+  EXPECT_EQ(v.revision, std::optional<std::uint64_t>(5));
+  EXPECT_FALSE(v.broken);
+  EXPECT_TRUE(v.pending.empty());
+  EXPECT_EQ(v.members, Ids({1, 2, 3}));
+  // The epoch still works: ops and the next sync commit in it.
+  Result(1, e, 0, 0);
+  Result(2, e, 0, 0);
+  EXPECT_EQ(Result(3, e, 0, 0).Receivers<net::OpCommit>().size(), 3u);
+  SyncAll({1, 2, 3}, e, 2, 6);
+  EXPECT_EQ(coord_.view().revision, std::optional<std::uint64_t>(6));
+  EXPECT_FALSE(coord_.view().broken);
+}
+
+TEST_F(CoordinatorTest, DuplicateSyncReportIsAProtocolError) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  Report(1, e, 0, 0);
+  Outs o = Report(1, e, 0, 0);
+  EXPECT_TRUE(o.Refused(1));
+  EXPECT_EQ(o.Receivers<net::EpochAbort>(), (std::vector<ConnId>{2, 3}));
+  EXPECT_EQ(o.One<net::EpochAbort>(2).code, SHOAL_ERR_PEER_LOST);
+  EXPECT_EQ(o.One<net::EpochAbort>(2).lost_peer, Id(1));
+  EXPECT_FALSE(o.Any<net::SyncPlan>());
+}
+
+// Choice 13: a member's syncs are numbered 0, 1, 2, ... in each epoch.
+TEST_F(CoordinatorTest, SyncReportOutOfOrderIsAProtocolError) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  Outs o = Report(2, e, 1, 0);  // sync 0 was next
+  EXPECT_TRUE(o.Refused(2));
+  EXPECT_EQ(o.One<net::EpochAbort>(1).lost_peer, Id(2));
+  EXPECT_FALSE(o.Any<net::SyncPlan>());
+}
+
+// Choice 13: an OpResult for a sync that has no plan would open an op record that refuses the
+// honest reports of that sync; the sender is cut off instead.
+TEST_F(CoordinatorTest, SyncResultWithoutAPlanIsAProtocolError) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  Outs o = SyncResult(1, e, 0);
+  EXPECT_TRUE(o.Refused(1));
+  EXPECT_EQ(o.One<net::EpochAbort>(2).lost_peer, Id(1));
+}
+
+TEST_F(CoordinatorTest, SyncReportForAFutureEpochIsAProtocolError) {
+  std::uint64_t e = StartGroup({1, 2});
+  EXPECT_TRUE(Report(2, e + 1, 0, 0).Refused(2));
+  // So is one from a pending peer for an epoch it was never in.
+  Hello(3);
+  EXPECT_TRUE(Report(3, e, 0, 0).Refused(3));
+}
+
+TEST_F(CoordinatorTest, SyncReportsOfAStaleOrBrokenEpochAreIgnored) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  Report(1, e, 0, 0);  // a sync left open by the break
+  Fault(1, e, Id(2), SHOAL_ERR_TIMEOUT);
+  EXPECT_TRUE(Report(2, e, 0, 0).all.empty());  // broken
+  EXPECT_TRUE(Report(3, e, 0, 0).all.empty());
+  Update(1, e);
+  Update(2, e);
+  Update(3, e);
+  ReadyAll({1, 2, 3});
+  std::uint64_t e2 = Epoch();
+  ASSERT_TRUE(coord_.view().committed);
+  ASSERT_GT(e2, e);
+  EXPECT_TRUE(Report(3, e, 1, 0).all.empty());  // stale
+  EXPECT_FALSE(coord_.view().broken);
+  // The new epoch starts with no open sync: seq 0 plans only once all three report it.
+  EXPECT_TRUE(Report(1, e2, 0, 0).all.empty());
+  EXPECT_TRUE(Report(2, e2, 0, 0).all.empty());
+  EXPECT_EQ(Report(3, e2, 0, 0).Receivers<net::SyncPlan>().size(), 3u);
+}
+
+TEST_F(CoordinatorTest, StaleSyncReportOfADemotedPeerIsIgnored) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  SyncAll({1, 2, 3}, e, 0, 5);
+  Report(1, e, 1, 6);
+  Report(2, e, 1, 9);
+  Report(3, e, 1, 6);
+  SyncResult(1, e, 1);
+  SyncResult(3, e, 1);  // 2 is demoted
+  ASSERT_EQ(coord_.view().pending, Ids({2}));
+  Outs o = Report(2, e, 2, 9);  // sent before it learnt
+  EXPECT_TRUE(o.all.empty());
+}
+
+TEST_F(CoordinatorTest, SyncReportForAPlannedSyncIsAProtocolError) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  Report(1, e, 0, 0);
+  Report(2, e, 0, 0);
+  Report(3, e, 0, 0);  // planned
+  SyncResult(1, e, 0);
+  Outs o = Report(2, e, 0, 0);
+  EXPECT_TRUE(o.Refused(2));
+  EXPECT_EQ(o.Receivers<net::EpochAbort>(), (std::vector<ConnId>{1, 3}));
+  EXPECT_FALSE(o.Any<net::OpCommit>());
+}
+
+TEST_F(CoordinatorTest, TooManyOpenSyncsIsAProtocolError) {
+  std::uint64_t e = StartGroup({1, 2});
+  for (std::uint64_t seq = 0; seq < limits::kOpenSyncsMax; ++seq) {
+    EXPECT_TRUE(Report(1, e, seq, 0).all.empty());
+  }
+  EXPECT_EQ(Report(2, e, 0, 0).Receivers<net::SyncPlan>().size(), 2u);  // planned: a slot frees up
+  EXPECT_TRUE(Report(1, e, limits::kOpenSyncsMax, 0).all.empty());
+  Outs o = Report(1, e, limits::kOpenSyncsMax + 1, 0);
+  EXPECT_TRUE(o.Refused(1));
+  EXPECT_EQ(o.One<net::EpochAbort>(2).lost_peer, Id(1));
+}
+
+TEST_F(CoordinatorTest, DeadlineFaultDuringTheReportsNamesTheMemberThatHasNotReported) {
+  // Ring 1 -> 2 -> 3 -> 4. Members 1, 2 and 4 reported sync 0; 3 never did. Member 1's deadline
+  // passes while it waits for the plan: it names no suspect, only the sync.
+  std::uint64_t e = StartGroup({1, 2, 3, 4});
+  Report(1, e, 0, 0);
+  Report(2, e, 0, 0);
+  Report(4, e, 0, 0);
+  Outs o =
+      Deliver(1, net::EpochFault{e, 0, SHOAL_ERR_TIMEOUT, net::kSharedStateTag, 0, "deadline"});
+  EXPECT_EQ(o.Receivers<net::EpochAbort>(), (std::vector<ConnId>{1, 2, 3, 4}));
+  auto a = o.One<net::EpochAbort>(2);
+  EXPECT_EQ(a.code, SHOAL_ERR_TIMEOUT);
+  EXPECT_EQ(a.lost_peer, Id(3));  // not 1's previous neighbour (4), which had reported
+}
+
+TEST_F(CoordinatorTest, DeadlineFaultAfterThePlansNamesTheMemberWithoutAResult) {
+  std::uint64_t e = StartGroup({1, 2, 3, 4});
+  for (ConnId c : {1, 2, 3, 4}) Report(c, e, 0, 0);
+  SyncResult(1, e, 0);
+  SyncResult(3, e, 0);
+  SyncResult(4, e, 0);
+  Outs o =
+      Deliver(4, net::EpochFault{e, 0, SHOAL_ERR_TIMEOUT, net::kSharedStateTag, 0, "deadline"});
+  EXPECT_EQ(o.One<net::EpochAbort>(1).lost_peer, Id(2));  // 4's previous (3) had reported
+}
+
+TEST_F(CoordinatorTest, MemberLostAfterThePlansAbortsTheSync) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  Report(1, e, 0, 3);
+  Report(2, e, 0, 3);
+  Report(3, e, 0, 3);
+  SyncResult(1, e, 0);
+  SyncResult(2, e, 0);
+  Outs o = Drop(3);
+  EXPECT_EQ(o.Receivers<net::EpochAbort>(), (std::vector<ConnId>{1, 2}));
+  EXPECT_EQ(o.One<net::EpochAbort>(1).code, SHOAL_ERR_PEER_LOST);
+  EXPECT_EQ(o.One<net::EpochAbort>(1).lost_peer, Id(3));
+  EXPECT_FALSE(o.Any<net::OpCommit>());
+  EXPECT_FALSE(o.Any<net::Removed>());
+  EXPECT_FALSE(coord_.view().revision.has_value());
+}
+
+TEST_F(CoordinatorTest, RevisionIsForgottenWhenTheGroupEmpties) {
+  std::uint64_t e = StartGroup({1, 2});
+  SyncAll({1, 2}, e, 0, 3);
+  ASSERT_EQ(coord_.view().revision, std::optional<std::uint64_t>(3));
+  Drop(1);
+  EXPECT_EQ(coord_.view().revision, std::optional<std::uint64_t>(3));  // 2 still holds it
+  Hello(4);
+  Drop(2);  // empty: 4 starts a new group
+  View v = coord_.view();
+  EXPECT_FALSE(v.revision.has_value());
+  EXPECT_EQ(v.members, Ids({4}));
+  Ready(4, Epoch());
+  e = Epoch();
+  // With no last revision nobody is ahead: 10 is elected.
+  auto plan = Report(4, e, 0, 10).To<net::SyncPlan>(4);
+  ASSERT_EQ(plan.size(), 1u);
+  EXPECT_EQ(plan[0].code, SHOAL_OK);
+  EXPECT_EQ(plan[0].revision, 10u);
+  SyncResult(4, e, 0);
+  EXPECT_EQ(coord_.view().revision, std::optional<std::uint64_t>(10));
+  Drop(4);
+  v = coord_.view();
+  EXPECT_FALSE(v.revision.has_value());
+  EXPECT_TRUE(v.members.empty());
+}
+
+TEST_F(CoordinatorTest, GroupOfOneSyncsThroughTheCoordinator) {
+  std::uint64_t e = StartGroup({1});
+  Outs o = Report(1, e, 0, 2);
+  auto plan = o.To<net::SyncPlan>(1);
+  ASSERT_EQ(plan.size(), 1u);
+  EXPECT_EQ(o.all.size(), 1u);
+  EXPECT_EQ(plan[0].code, SHOAL_OK);
+  EXPECT_EQ(plan[0].revision, 2u);
+  EXPECT_TRUE(plan[0].sends.empty());
+  EXPECT_TRUE(plan[0].recvs.empty());
+  EXPECT_TRUE(plan[0].expect.empty());
+  EXPECT_FALSE(coord_.view().revision.has_value());
+  o = SyncResult(1, e, 0);
+  auto c = o.To<net::OpCommit>(1);
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].tag, net::kSharedStateTag);
+  EXPECT_EQ(coord_.view().revision, std::optional<std::uint64_t>(2));
 }
 
 // ---- Heartbeats ------------------------------------------------------------------------------

@@ -67,11 +67,19 @@
 //    with Removed{its code}; the others' next op fails fast and update_topology() goes on without
 //    (or re-admits) them. If every member is refused, nothing changed anywhere: no commit, no
 //    demotion, the epoch stays. If the epoch breaks before the commit, nobody is demoted.
-// 12. The group's revision is the elected revision of its last committed sync. It is forgotten
-//    when the group becomes empty: a group that re-forms starts from whatever its members hold.
+// 12. The group's revision is the elected revision of its last committed sync; its holders are
+//    that sync's admitted members. It is forgotten when the last holder stops being a member (lost,
+//    left, demoted), the group being empty included: nobody in the group holds that revision any
+//    more, so keeping it would refuse the remaining members forever (all "ahead") or let the
+//    revision go back; the group goes on from whatever its members hold, like a new group.
+// 13. Syncs of a member are numbered 0, 1, 2, ... in each epoch and it runs one at a time, so a
+//    SyncReport whose seq is not the member's next one is a protocol error (a duplicate cannot
+//    open a record that never completes), and an OpResult for a sync that has no plan is one too
+//    (it would open an op record that refuses the sync's honest reports).
 #include "shoal/coord/coordinator.h"
 
 #include <algorithm>
+#include <set>
 #include <string>
 #include <utility>
 
@@ -209,6 +217,7 @@ struct Peer {
   std::uint64_t arrival = 0;          // order of the pending queue: larger is later
   std::uint32_t rank = 0;             // index in the current epoch while a live member
   bool in_barrier = false;            // kMember: has sent UpdateTopology for the current epoch
+  std::uint64_t next_sync_seq = 0;    // kMember: the seq its next SyncReport must carry (choice 13)
   std::uint64_t proposed_epoch = 0;   // the highest epoch proposed to this peer
   std::uint64_t committed_epoch = 0;  // the highest epoch committed with this peer as a member
 };
@@ -238,9 +247,11 @@ struct Coordinator::Impl {
   Epoch epoch;
   std::uint64_t highest_epoch = 0;
   std::uint64_t arrivals = 0;
-  // The group's shared-state revision after its last committed sync; none before the first and
-  // after the group was empty (choice 12).
+  // The group's shared-state revision after its last committed sync, and the peers that hold it
+  // (the admitted members of that sync, while they stay members); none before the first sync and
+  // once no holder is left (choice 12).
   std::optional<std::uint64_t> revision;
+  std::set<PeerId> revision_holders;
   TimeMs now_ms = 0;
   std::vector<Output>* out = nullptr;  // set for the duration of one event
 
@@ -408,6 +419,9 @@ struct Coordinator::Impl {
         if (m.epoch > epoch.number) return Refuse(p, "OpResult for a future epoch");
         if (m.epoch < epoch.number || phase == Phase::kBroken) return;  // stale or aborted
         SHOAL_CHECK(phase == Phase::kActive);
+        if (m.tag == net::kSharedStateTag && epoch.planned.count(m.seq) == 0) {
+          return Refuse(p, "OpResult for a shared-state sync that has no plan");
+        }
         RecordResult(p, OpKey{m.tag, m.seq});
         return;
     }
@@ -589,6 +603,7 @@ struct Coordinator::Impl {
       MovePeer(q, PeerState::kProposed);
       q.rank = static_cast<std::uint32_t>(r);
       q.in_barrier = false;
+      q.next_sync_seq = 0;
       q.proposed_epoch = epoch.number;
       proposal.members.push_back(net::Member{q.id, q.host, q.data_port});
       epoch.conns.push_back(q.conn);
@@ -637,13 +652,21 @@ struct Coordinator::Impl {
     SHOAL_CHECK(LiveMembers().empty());
     MovePhase(Phase::kEmpty);
     revision.reset();  // nobody holds the state any more (choice 12)
+    revision_holders.clear();
     std::uint64_t last = epoch.number;
     epoch = Epoch{};
     epoch.number = last;
     ProposeToEmptyGroup();
   }
 
+  // A holder of the group's revision is no longer a member: once none is left, nobody in the
+  // group holds that revision and it is forgotten (choice 12).
+  void LoseHolder(PeerId id) {
+    if (revision_holders.erase(id) != 0 && revision_holders.empty()) revision.reset();
+  }
+
   void Demote(Peer& q, shoal_status code, const char* reason) {
+    LoseHolder(q.id);
     MovePeer(q, PeerState::kPending);
     q.in_barrier = false;
     q.arrival = ++arrivals;
@@ -679,6 +702,11 @@ struct Coordinator::Impl {
   // ---- Shared-state syncs -------------------------------------------------------------------
 
   void RecordSyncReport(Peer& p, const net::SyncReport& m) {
+    if (m.seq != p.next_sync_seq) {
+      return Refuse(p, "SyncReport for sync " + std::to_string(m.seq) + " where sync " +
+                           std::to_string(p.next_sync_seq) + " was next");
+    }
+    p.next_sync_seq++;
     if (epoch.planned.count(m.seq) != 0 ||
         epoch.ops.count(OpKey{net::kSharedStateTag, m.seq}) != 0) {
       return Refuse(p, "SyncReport for a sync that is already planned");
@@ -742,6 +770,12 @@ struct Coordinator::Impl {
     PlannedSync planned = std::move(it->second);
     epoch.planned.erase(it);
     revision = planned.revision;
+    revision_holders.clear();
+    for (ConnId c : epoch.conns) {
+      if (std::find(planned.refused.begin(), planned.refused.end(), c) == planned.refused.end()) {
+        revision_holders.insert(peers.at(c).id);
+      }
+    }
     if (planned.refused.empty()) return;
     const net::SyncPlan& first = planned.refusals.front();
     Break(first.code, peers.at(planned.refused.front()).id);
@@ -797,6 +831,7 @@ struct Coordinator::Impl {
     PeerState state = it->second.state;
     PeerId id = it->second.id;
     if (state != PeerState::kHandshaking) conn_of.erase(id);
+    if (IsLiveMember(state)) LoseHolder(id);
     peers.erase(it);
     if (emit_close) out->push_back(Output{Output::Kind::kClose, conn, {}});
     switch (state) {
@@ -874,6 +909,7 @@ struct Coordinator::Impl {
     v.epoch = epoch.number;
     v.highest_epoch = highest_epoch;
     v.revision = revision;
+    v.revision_holders.assign(revision_holders.begin(), revision_holders.end());
     switch (phase) {
       case Phase::kEmpty:
         break;

@@ -57,6 +57,7 @@ struct View {
   std::vector<PeerId> barrier;    // members that have entered update_topology
   std::uint64_t highest_epoch = 0;  // the highest epoch number ever proposed
   std::optional<std::uint64_t> revision;  // shared state: the group's last committed revision
+  std::vector<PeerId> revision_holders;   // the members that hold it (sorted)
 };
 
 class Coordinator {
