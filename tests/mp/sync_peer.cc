@@ -52,6 +52,7 @@ struct Args {
   bool retry = false;
   std::int64_t timeout_ms = 30000;
   int hold_ms = 0;                // sleep before each step's sync
+  int forget_at = -1;             // at this step, lose the state (zeros, revision 0) before syncing
   bool check = true;              // --no-check: skip the content check (benchmarks)
   std::string log_level = "warn";
 };
@@ -152,6 +153,7 @@ bool ParseArgs(int argc, char** argv, Args* a) {
     else if (k == "--retry") a->retry = true;
     else if (k == "--timeout-ms") a->timeout_ms = std::atoll(val());
     else if (k == "--hold-ms") a->hold_ms = std::atoi(val());
+    else if (k == "--forget-at") a->forget_at = std::atoi(val());
     else if (k == "--no-check") a->check = false;
     else if (k == "--log-level") a->log_level = val();
     else {
@@ -233,6 +235,10 @@ int main(int argc, char** argv) {
     if (step > 0) {
       ApplyUpdate(shared.revision + 1, &state, a.divergent);
       shared.revision += 1;
+    }
+    if (step == a.forget_at) {  // as if restarted without its state: it must receive everything
+      for (Tensor& t : state) std::fill(t.bytes.begin(), t.bytes.end(), 0);
+      shared.revision = 0;
     }
     if (a.hold_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(a.hold_ms));
     for (int attempt = 0;; attempt++) {
