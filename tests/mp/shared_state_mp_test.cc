@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "mp/layout.h"
 #include "mp/swarm.h"
 #include "shoal/common/dtype.h"
 
@@ -32,21 +33,10 @@ constexpr TimeMs kExitMs = 120000;  // sanitizer builds are slow; a hang still e
 
 // Byte size of each tensor of a sync_peer --layout ("dtype:count,...").
 std::vector<std::uint64_t> LayoutBytes(const std::string& spec) {
+  std::vector<LayoutTensor> layout;
+  EXPECT_TRUE(ParseLayout(spec, &layout)) << "bad layout " << spec;
   std::vector<std::uint64_t> out;
-  std::size_t pos = 0;
-  while (pos < spec.size()) {
-    std::size_t comma = spec.find(',', pos);
-    std::string item = spec.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-    pos = comma == std::string::npos ? spec.size() : comma + 1;
-    std::size_t colon = item.find(':');
-    std::string dt = item.substr(0, colon);
-    std::uint64_t elem = 0;
-    for (int d = 0; d < SHOAL_DTYPE_COUNT; d++) {
-      if (dt == DtypeName(static_cast<shoal_dtype>(d))) elem = DtypeBytes(static_cast<shoal_dtype>(d));
-    }
-    EXPECT_NE(elem, 0u) << "unknown dtype in layout " << spec;
-    out.push_back(elem * std::stoull(item.substr(colon + 1)));
-  }
+  for (const LayoutTensor& t : layout) out.push_back(t.bytes());
   return out;
 }
 

@@ -30,6 +30,8 @@
 #include <thread>
 #include <vector>
 
+#include "mp/gather.h"
+#include "mp/layout.h"
 #include "shoal/common/clock.h"
 #include "shoal/common/dtype.h"
 #include "shoal/shoal.hpp"
@@ -109,25 +111,13 @@ std::vector<std::uint8_t> Expected(const Args& a, const std::vector<Tensor>& sha
 }
 
 bool ParseLayout(const std::string& spec, std::vector<Tensor>* out) {
-  std::size_t pos = 0;
-  while (pos < spec.size()) {
-    std::size_t comma = spec.find(',', pos);
-    std::string item = spec.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-    pos = comma == std::string::npos ? spec.size() : comma + 1;
-    std::size_t colon = item.find(':');
-    if (colon == std::string::npos) return false;
-    std::string dt = item.substr(0, colon);
+  std::vector<shoal::mp::LayoutTensor> layout;
+  if (!shoal::mp::ParseLayout(spec, &layout)) return false;
+  for (const shoal::mp::LayoutTensor& l : layout) {
     Tensor t;
-    bool found = false;
-    for (int d = 0; d < SHOAL_DTYPE_COUNT; d++) {
-      if (dt == shoal::DtypeName(static_cast<shoal_dtype>(d))) {
-        t.dtype = static_cast<shoal_dtype>(d);
-        found = true;
-      }
-    }
-    if (!found) return false;
-    t.count = std::strtoull(item.c_str() + colon + 1, nullptr, 10);
-    t.bytes.assign(t.count * shoal::DtypeBytes(t.dtype), 0);
+    t.dtype = l.dtype;
+    t.count = l.count;
+    t.bytes.assign(l.bytes(), 0);
     out->push_back(std::move(t));
   }
   return true;
@@ -212,23 +202,7 @@ int main(int argc, char** argv) {
     shared.tensors.push_back(st);
   }
 
-  shoal::Deadline gather = shoal::Deadline::After(a.timeout_ms);
-  while (true) {
-    s = comm->UpdateTopology();
-    if (s.ok()) {
-      std::printf("MEMBER epoch=%" PRIu64 " n=%u rank=%u\n", comm->epoch(), comm->world_size(),
-                  comm->rank());
-      if (static_cast<int>(comm->world_size()) >= a.expect) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // a group of one returns at once
-    } else if (s.code() != SHOAL_ERR_TIMEOUT) {
-      std::printf("ERROR what=update status=%d msg=\"%s\"\n", s.code(), s.ToString().c_str());
-      return 1;
-    }
-    if (gather.passed()) {
-      std::printf("ERROR what=gather n=%u\n", comm->world_size());
-      return 1;
-    }
-  }
+  if (!shoal::mp::GatherGroup(comm.get(), a.expect, a.timeout_ms)) return 1;
 
   int failures = 0;
   for (int step = 0; step < a.steps; step++) {

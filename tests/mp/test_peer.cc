@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "mp/gather.h"
 #include "shoal/collective/reduce.h"
 #include "shoal/common/clock.h"
 #include "shoal/shoal.hpp"
@@ -160,22 +161,7 @@ int main(int argc, char** argv) {
   std::printf("READY peer=%016" PRIx64 "\n", comm->peer_id());
 
   // Wait for the expected group size (joiners are admitted at the members' update_topology).
-  shoal::Deadline gather = shoal::Deadline::After(a.timeout_ms);
-  while (true) {
-    s = comm->UpdateTopology();
-    if (s.ok()) {
-      std::printf("MEMBER epoch=%" PRIu64 " n=%u rank=%u\n", comm->epoch(), comm->world_size(),
-                  comm->rank());
-      if (static_cast<int>(comm->world_size()) >= a.expect) break;
-    } else if (s.code() != SHOAL_ERR_TIMEOUT) {
-      std::printf("ERROR what=update status=%d msg=\"%s\"\n", s.code(), s.ToString().c_str());
-      return 1;
-    }
-    if (gather.passed()) {
-      std::printf("ERROR what=gather n=%u\n", comm->world_size());
-      return 1;
-    }
-  }
+  if (!shoal::mp::GatherGroup(comm.get(), a.expect, a.timeout_ms)) return 1;
 
   std::vector<std::pair<shoal_dtype, shoal_reduce_op>> kinds;
   if (a.matrix) {

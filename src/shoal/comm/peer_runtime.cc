@@ -892,26 +892,21 @@ void PeerRuntime::HandLinks() {
   if (!epoch_.sync || epoch_.sync->completion.done()) return;
   SyncJob& job = *epoch_.sync->sync;
   if (!job.transfer || job.transfer->stopped()) return;
-  for (auto it = job.out_waiting.begin(); it != job.out_waiting.end();) {
-    auto link = epoch_.links_out.find(*it);
-    if (link == epoch_.links_out.end() || !link->second.complete()) {
-      ++it;
-      continue;
+  // Hands over every waiting peer whose link is complete; `add` is AddOutgoing or AddIncoming.
+  auto hand = [&job](std::set<PeerId>& waiting, std::map<PeerId, Link>& links, auto add) {
+    for (auto it = waiting.begin(); it != waiting.end();) {
+      auto link = links.find(*it);
+      if (link == links.end() || !link->second.complete()) {
+        ++it;
+        continue;
+      }
+      PeerId peer = *it;
+      it = waiting.erase(it);
+      ((*job.transfer).*add)(peer, link->second.streams);
     }
-    PeerId to = *it;
-    it = job.out_waiting.erase(it);
-    job.transfer->AddOutgoing(to, link->second.streams);
-  }
-  for (auto it = job.in_waiting.begin(); it != job.in_waiting.end();) {
-    auto link = epoch_.links_in.find(*it);
-    if (link == epoch_.links_in.end() || !link->second.complete()) {
-      ++it;
-      continue;
-    }
-    PeerId from = *it;
-    it = job.in_waiting.erase(it);
-    job.transfer->AddIncoming(from, link->second.streams);
-  }
+  };
+  hand(job.out_waiting, epoch_.links_out, &collective::Transfer::AddOutgoing);
+  hand(job.in_waiting, epoch_.links_in, &collective::Transfer::AddIncoming);
 }
 
 // Opens the K streams of a transfer link to `to`; they stay open for the rest of the epoch.
