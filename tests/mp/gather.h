@@ -1,6 +1,6 @@
-// The start of every test peer program: call update_topology until the group has `expect`
-// members, printing "MEMBER epoch=.. n=.. rank=.." after each success and an "ERROR what=.." line
-// on failure. Header-only.
+// The step boundaries of the test peer programs: the first one waits until the group has `expect`
+// members; each prints "MEMBER epoch=.. n=.. rank=.." lines, and "ERROR what=.." on failure.
+// Header-only.
 #pragma once
 
 #include <chrono>
@@ -13,6 +13,20 @@
 #include "shoal/shoal.hpp"
 
 namespace shoal::mp {
+
+// A step boundary: update_topology, then the MEMBER line (with the status when `with_status`, as
+// after a failed step; without it only on success).
+inline Status StepBoundary(Communicator* comm, bool with_status) {
+  Status s = comm->UpdateTopology();
+  if (with_status) {
+    std::printf("MEMBER epoch=%" PRIu64 " n=%u rank=%u status=%d\n", comm->epoch(),
+                comm->world_size(), comm->rank(), s.code());
+  } else if (s.ok()) {
+    std::printf("MEMBER epoch=%" PRIu64 " n=%u rank=%u\n", comm->epoch(), comm->world_size(),
+                comm->rank());
+  }
+  return s;
+}
 
 // True once the group has at least `expect` members; false (after printing why) on an error other
 // than a timeout, or when `timeout_ms` passes first.

@@ -211,17 +211,11 @@ int main(int argc, char** argv) {
                     check, static_cast<long long>(shoal::MonotonicNowMs()));
         if (s.ok()) break;
         if (!a.retry || attempt >= 20) return 1;
-        shoal::Status u = comm->UpdateTopology();
-        std::printf("MEMBER epoch=%" PRIu64 " n=%u rank=%u status=%d\n", comm->epoch(),
-                    comm->world_size(), comm->rank(), u.code());
+        shoal::mp::StepBoundary(comm.get(), /*with_status=*/true).IgnoreError();
       }
     }
     // Step boundary: admit joiners, drop the dead.
-    s = comm->UpdateTopology();
-    if (s.ok()) {
-      std::printf("MEMBER epoch=%" PRIu64 " n=%u rank=%u\n", comm->epoch(), comm->world_size(),
-                  comm->rank());
-    }
+    shoal::mp::StepBoundary(comm.get(), /*with_status=*/false).IgnoreError();
   }
   std::printf("DONE failures=%d\n", failures);
   return failures == 0 ? 0 : 3;
