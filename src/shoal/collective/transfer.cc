@@ -7,6 +7,7 @@
 
 #include "shoal/common/check.h"
 #include "shoal/common/hash.h"
+#include "shoal/common/hex.h"
 
 namespace shoal::collective {
 namespace {
@@ -15,13 +16,6 @@ constexpr std::size_t kHeadBytes = net::kHeaderBytes + net::kSegmentHeaderBytes;
 
 std::uint64_t FramesOf(const Piece& p, std::uint64_t segment_bytes) {
   return (p.bytes + segment_bytes - 1) / segment_bytes;
-}
-
-std::string Hex(std::uint64_t v) {
-  static const char kDigits[] = "0123456789abcdef";
-  std::string s(16, '0');
-  for (int i = 15; i >= 0; i--, v >>= 4) s[static_cast<std::size_t>(i)] = kDigits[v & 15];
-  return s;
 }
 
 }  // namespace
@@ -337,8 +331,8 @@ void Transfer::OnFrameRead(Link& link, Stream& s) {
     std::uint64_t want = m.expected_hashes.find(t)->second;  // the constructor checked
     if (got != want) {
       Fail(SHOAL_ERR_INTEGRITY, m.first_sender[t],
-           "tensor " + std::to_string(t) + " hashes to " + Hex(got) + " after the transfer, " +
-               Hex(want) + " was expected");
+           "tensor " + std::to_string(t) + " hashes to " + Hex64(got) + " after the transfer, " +
+               Hex64(want) + " was expected");
       return;
     }
   }

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "shoal/collective/reduce.h"
+#include "shoal/common/hex.h"
 #include "shoal/common/limits.h"
 
 namespace shoal::comm {
@@ -21,8 +22,6 @@ PeerId RandomPeerId() {
   while (id == 0) id = (std::uint64_t{rd()} << 32) ^ rd();
   return id;
 }
-
-std::string Hex(PeerId id) { return fmt::format("{:016x}", id); }
 
 // Runs `fn` on the io thread and waits for its Status, at most until `deadline`.
 template <typename Fn>
@@ -339,7 +338,7 @@ void PeerRuntime::Unexpected(const net::Message& m) {
 
 void PeerRuntime::OnControlLost(const Status& why) {
   if (phase_ == Phase::kClosed) return;
-  spdlog::warn("peer {}: coordinator connection lost: {}", Hex(peer_id_), why.ToString());
+  spdlog::warn("peer {}: coordinator connection lost: {}", Hex64(peer_id_), why.ToString());
   Status reason(SHOAL_ERR_COORDINATOR_LOST, why.message());
   if (control_) control_->Close();
   closed_reason_ = reason;
@@ -359,7 +358,7 @@ void PeerRuntime::Handle(const net::Welcome& m) {
   phase_ = Phase::kPending;
   if (m.heartbeat_interval_ms > 0) heartbeat_interval_ms_ = m.heartbeat_interval_ms;
   if (m.heartbeat_timeout_ms > 0) heartbeat_timeout_ms_ = m.heartbeat_timeout_ms;
-  spdlog::info("peer {}: welcomed by the coordinator", Hex(peer_id_));
+  spdlog::info("peer {}: welcomed by the coordinator", Hex64(peer_id_));
   welcome_->Set(Status::Ok());
 }
 
@@ -409,7 +408,7 @@ void PeerRuntime::Handle(const net::EpochPropose& m) {
   epoch_ = std::move(e);
   phase_ = Phase::kSettingUp;
   PublishSnapshot();
-  spdlog::debug("peer {}: epoch {} proposed, rank {} of {}", Hex(peer_id_), m.epoch, rank, n);
+  spdlog::debug("peer {}: epoch {} proposed, rank {} of {}", Hex64(peer_id_), m.epoch, rank, n);
 
   setup_.emplace();
   setup_->epoch = m.epoch;
@@ -468,7 +467,7 @@ void PeerRuntime::Handle(const net::EpochCommit& m) {
   epoch_.committed = true;
   phase_ = Phase::kMember;
   PublishSnapshot();
-  spdlog::info("peer {}: member of epoch {} (rank {} of {})", Hex(peer_id_), epoch_.number,
+  spdlog::info("peer {}: member of epoch {} (rank {} of {})", Hex64(peer_id_), epoch_.number,
                epoch_.rank, n);
   if (!update_waiters_.empty()) epoch_seen_by_user_ = epoch_.number;
   CompleteUpdates(Status::Ok());
@@ -493,13 +492,13 @@ void PeerRuntime::Handle(const net::EpochAbort& m) {
   epoch_.abort_reason = Status(m.code,
                                fmt::format("epoch {} aborted; retry after update_topology", m.epoch),
                                m.lost_peer);
-  spdlog::info("peer {}: {}", Hex(peer_id_), epoch_.abort_reason.ToString());
+  spdlog::info("peer {}: {}", Hex64(peer_id_), epoch_.abort_reason.ToString());
   StopDataPlane(epoch_.abort_reason);
   FailOps(epoch_.abort_reason);
 }
 
 void PeerRuntime::Handle(const net::Removed& m) {
-  spdlog::warn("peer {}: removed from the group: {}", Hex(peer_id_), m.reason);
+  spdlog::warn("peer {}: removed from the group: {}", Hex64(peer_id_), m.reason);
   Status reason(SHOAL_ERR_NOT_MEMBER, "removed from the group: " + m.reason);
   TearDownEpoch(reason);
   setup_.reset();
@@ -509,7 +508,7 @@ void PeerRuntime::Handle(const net::Removed& m) {
 }
 
 void PeerRuntime::Handle(const net::Error& m) {
-  spdlog::warn("peer {}: coordinator reports an error: {} ({})", Hex(peer_id_), m.reason,
+  spdlog::warn("peer {}: coordinator reports an error: {} ({})", Hex64(peer_id_), m.reason,
                shoal_strerror(m.code));
   if (m.code == SHOAL_ERR_PROTOCOL) {
     epoch_.barrier_sent = false;
@@ -571,7 +570,7 @@ void PeerRuntime::SendFault(PeerId suspect, shoal_status code, const std::string
 
 void PeerRuntime::OnEngineFault(std::uint64_t epoch, const Status& why) {
   if (epoch != epoch_.number || epoch_.broken || epoch_.fault_sent) return;
-  spdlog::info("peer {}: data plane fault in epoch {}: {}", Hex(peer_id_), epoch, why.ToString());
+  spdlog::info("peer {}: data plane fault in epoch {}: {}", Hex64(peer_id_), epoch, why.ToString());
   SendFault(why.peer(), why.code(), why.message());
 }
 
@@ -658,7 +657,7 @@ void PeerRuntime::ReadDataHello(std::shared_ptr<asio::ip::tcp::socket> socket) {
     net::FrameHeader h;
     Status s = net::DecodeHeader(st->head, 64, &h);
     if (!s.ok() || h.type != net::MsgType::kDataHello) {
-      spdlog::warn("peer {}: refused a data connection from {}: {}", Hex(peer_id_),
+      spdlog::warn("peer {}: refused a data connection from {}: {}", Hex64(peer_id_),
                    net::RemoteName(*socket), s.ok() ? "not a DataHello" : s.message());
       asio::error_code ignored;
       socket->close(ignored);
@@ -673,7 +672,7 @@ void PeerRuntime::ReadDataHello(std::shared_ptr<asio::ip::tcp::socket> socket) {
       net::Message m;
       Status s = net::DecodePayload(h.type, st->payload.data(), st->payload.size(), &m);
       if (!s.ok()) {
-        spdlog::warn("peer {}: malformed DataHello from {}: {}", Hex(peer_id_),
+        spdlog::warn("peer {}: malformed DataHello from {}: {}", Hex64(peer_id_),
                      net::RemoteName(*socket), s.message());
         asio::error_code ignored;
         socket->close(ignored);
@@ -698,7 +697,7 @@ void PeerRuntime::OnDataHello(const net::DataHello& hello, asio::ip::tcp::socket
   if (setup_ && hello.epoch == setup_->epoch) {
     if (hello.from != epoch_.prev || hello.stream_count != setup_->in.size()) {
       spdlog::warn("peer {}: refused a data stream from {} for epoch {}: not my previous neighbour "
-                   "or wrong stream count", Hex(peer_id_), Hex(hello.from), hello.epoch);
+                   "or wrong stream count", Hex64(peer_id_), Hex64(hello.from), hello.epoch);
       socket.close(ignored);
       return;
     }
@@ -782,7 +781,7 @@ void PeerRuntime::CheckSetupDone() {
 void PeerRuntime::FailSetup(PeerId suspect, shoal_status code, const std::string& why) {
   if (!setup_ || setup_->reported) return;
   setup_->reported = true;
-  spdlog::warn("peer {}: setup of epoch {} failed: {}", Hex(peer_id_), setup_->epoch, why);
+  spdlog::warn("peer {}: setup of epoch {} failed: {}", Hex64(peer_id_), setup_->epoch, why);
   Send(net::EpochReady{setup_->epoch, false, suspect, code});
 }
 

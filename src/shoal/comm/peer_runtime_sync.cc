@@ -11,12 +11,9 @@
 #include <tuple>
 #include <utility>
 
+#include "shoal/common/hex.h"
+
 namespace shoal::comm {
-namespace {
-
-std::string Hex(PeerId id) { return fmt::format("{:016x}", id); }
-
-}  // namespace
 
 void PeerRuntime::Handle(const net::SyncPlan& m) {
   if (phase_ != Phase::kMember || !epoch_.committed || m.epoch != epoch_.number || epoch_.broken) {
@@ -31,7 +28,7 @@ void PeerRuntime::Handle(const net::SyncPlan& m) {
     return;
   }
   if (m.code != SHOAL_OK) {  // refused: the coordinator decided, nobody waits for this peer
-    spdlog::warn("peer {}: shared-state sync {} refused: {}", Hex(peer_id_), m.seq, m.reason);
+    spdlog::warn("peer {}: shared-state sync {} refused: {}", Hex64(peer_id_), m.seq, m.reason);
     epoch_.ops.erase(it);
     op->completion.Set(Status(m.code, m.reason));
     return;
@@ -47,7 +44,7 @@ void PeerRuntime::Handle(const net::SyncPlan& m) {
   for (const net::TransferPiece& x : m.recvs) rx_bytes += x.bytes;
   for (const net::TransferPiece& x : m.sends) tx_bytes += x.bytes;
   spdlog::info("peer {}: shared-state sync {} planned: revision {}, receiving {} bytes of {} "
-               "tensors, sending {} bytes", Hex(peer_id_), m.seq, m.revision, rx_bytes,
+               "tensors, sending {} bytes", Hex64(peer_id_), m.seq, m.revision, rx_bytes,
                m.expect.size(), tx_bytes);
   collective::Transfer::Params p;
   p.tag = net::kSharedStateTag;
@@ -70,7 +67,7 @@ void PeerRuntime::Handle(const net::SyncPlan& m) {
   cb.on_done = [this, epoch, weak] { OnTransferDone(epoch, weak.lock()); };
   cb.on_fault = [this, epoch, key](const Status& why) {
     if (epoch != epoch_.number || epoch_.broken || epoch_.fault_sent) return;
-    spdlog::info("peer {}: shared-state transfer fault in epoch {}: {}", Hex(peer_id_), epoch,
+    spdlog::info("peer {}: shared-state transfer fault in epoch {}: {}", Hex64(peer_id_), epoch,
                  why.ToString());
     SendFault(why.peer(), why.code(), why.message(), key);
   };
@@ -173,7 +170,7 @@ void PeerRuntime::OpenTransferLink(PeerId to) {
       if (link == epoch_.links_out.end()) return;
       if (!error.empty()) {
         collective::OpKey key = epoch_.sync ? epoch_.sync->key : collective::OpKey{};
-        std::string why = "cannot open a transfer link to " + Hex(to) + ": " + error;
+        std::string why = "cannot open a transfer link to " + Hex64(to) + ": " + error;
         SendFault(to, SHOAL_ERR_PEER_LOST, why, key);
         StopDataPlane(Status(SHOAL_ERR_PEER_LOST, why, to));
         return;
@@ -192,15 +189,15 @@ void PeerRuntime::OnTransferStream(const net::DataHello& hello, asio::ip::tcp::s
       hello.epoch != epoch_.number || !from_member || hello.from == peer_id_ ||
       hello.stream_count != epoch_.streams) {
     spdlog::warn("peer {}: refused a transfer stream from {} for epoch {} (current epoch {})",
-                 Hex(peer_id_), Hex(hello.from), hello.epoch, epoch_.number);
+                 Hex64(peer_id_), Hex64(hello.from), hello.epoch, epoch_.number);
     socket.close(ignored);
     return;
   }
   Link& link = epoch_.links_in[hello.from];
   if (link.streams.empty()) link.streams.resize(hello.stream_count);
   if (link.streams[hello.stream_index]) {
-    spdlog::warn("peer {}: refused a second transfer stream {} from {}", Hex(peer_id_),
-                 hello.stream_index, Hex(hello.from));
+    spdlog::warn("peer {}: refused a second transfer stream {} from {}", Hex64(peer_id_),
+                 hello.stream_index, Hex64(hello.from));
     socket.close(ignored);
     return;
   }

@@ -1,7 +1,6 @@
 #include "shoal/status.hpp"
 
-#include <cinttypes>
-#include <cstdio>
+#include "shoal/common/hex.h"
 
 extern "C" const char* shoal_strerror(shoal_status status) {
   switch (status) {
@@ -30,11 +29,7 @@ namespace shoal {
 
 std::string Status::ToString() const {
   std::string s = shoal_strerror(code_);
-  if (peer_ != 0) {
-    char buf[40];
-    std::snprintf(buf, sizeof buf, " (peer %016" PRIx64 ")", peer_);
-    s += buf;
-  }
+  if (peer_ != 0) s += " (peer " + Hex64(peer_) + ")";
   if (!message_.empty()) {
     s += ": ";
     s += message_;

@@ -47,6 +47,7 @@
 #include "shoal/common/check.h"
 #include "shoal/common/dtype.h"
 #include "shoal/common/hash.h"
+#include "shoal/common/hex.h"
 
 namespace shoal::coord {
 namespace {
@@ -141,12 +142,6 @@ std::string AheadReason(std::uint64_t revision, std::uint64_t last_revision) {
   return Clip("revision " + std::to_string(revision) +
               " is ahead of the group: its last synced revision is " +
               std::to_string(last_revision) + " and revisions advance by one per sync");
-}
-
-std::string PeerHex(PeerId id) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%016" PRIx64, id);
-  return buf;
 }
 
 // Sinks of a pass. Piece() returns false to stop the pass.
@@ -402,7 +397,7 @@ class Planner {
     const auto m = static_cast<std::uint32_t>(most - count.pieces.begin());
     const std::string reason =
         "the sync needs too many transfers: member " + std::to_string(m) + " (peer " +
-        PeerHex(members_[m].peer) + ") would send and receive " + std::to_string(*most) +
+        Hex64(members_[m].peer) + ") would send and receive " + std::to_string(*most) +
         " pieces even with one piece per tensor and receiver (" + std::to_string(count.total) +
         " pieces in all), over the limit of " + std::to_string(pieces_max_) + " per member";
     // Members refused already keep their own reason: it is about them and stays true.
