@@ -1,4 +1,4 @@
-// The step boundaries of the test peer programs: the first one waits until the group has `expect`
+// The start and the step boundaries of the test peer programs: the first boundary waits until the group has `expect`
 // members; each prints "MEMBER epoch=.. n=.. rank=.." lines, and "ERROR what=.." on failure.
 // Header-only.
 #pragma once
@@ -7,6 +7,8 @@
 #include <cinttypes>
 #include <cstdint>
 #include <cstdio>
+#include <memory>
+#include <string>
 #include <thread>
 
 #include "shoal/common/clock.h"
@@ -26,6 +28,24 @@ inline Status StepBoundary(Communicator* comm, bool with_status) {
                 comm->rank());
   }
   return s;
+}
+
+// Creates the peer's communicator and prints "READY peer=<hex>", or "ERROR what=create ..." and
+// returns null.
+inline std::unique_ptr<Communicator> CreatePeer(int coord_port, std::int64_t timeout_ms,
+                                                const std::string& log_level) {
+  Options opt;
+  opt.coordinator_port = static_cast<std::uint16_t>(coord_port);
+  opt.timeout_ms = timeout_ms;
+  opt.log_level = log_level;
+  std::unique_ptr<Communicator> comm;
+  Status s = Communicator::Create(opt, &comm);
+  if (!s.ok()) {
+    std::printf("ERROR what=create status=%d msg=\"%s\"\n", s.code(), s.ToString().c_str());
+    return nullptr;
+  }
+  std::printf("READY peer=%016" PRIx64 "\n", comm->peer_id());
+  return comm;
 }
 
 // True once the group has at least `expect` members; false (after printing why) on an error other

@@ -17,13 +17,21 @@ struct LayoutTensor {
   std::uint64_t bytes() const { return count * DtypeBytes(dtype); }
 };
 
+// "a:1,b:2" as {"a:1", "b:2"} (the lists of --layout and of a SYNC line's senders=).
+inline std::vector<std::string> SplitList(const std::string& s) {
+  std::vector<std::string> items;
+  std::size_t pos = 0;
+  while (pos < s.size()) {
+    std::size_t comma = s.find(',', pos);
+    items.push_back(s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos));
+    pos = comma == std::string::npos ? s.size() : comma + 1;
+  }
+  return items;
+}
+
 // False if an item has no ':' or names no dtype.
 inline bool ParseLayout(const std::string& spec, std::vector<LayoutTensor>* out) {
-  std::size_t pos = 0;
-  while (pos < spec.size()) {
-    std::size_t comma = spec.find(',', pos);
-    std::string item = spec.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-    pos = comma == std::string::npos ? spec.size() : comma + 1;
+  for (const std::string& item : SplitList(spec)) {
     std::size_t colon = item.find(':');
     if (colon == std::string::npos) return false;
     std::string dt = item.substr(0, colon);

@@ -87,12 +87,8 @@ Line SuccessAt(const Swarm& swarm, int i, int step) {
 std::map<std::string, std::uint64_t> Senders(const Line& l) {
   std::map<std::string, std::uint64_t> out;
   std::string s = l.get("senders");
-  if (s == "-" || s.empty()) return out;
-  std::size_t pos = 0;
-  while (pos < s.size()) {
-    std::size_t comma = s.find(',', pos);
-    std::string item = s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-    pos = comma == std::string::npos ? s.size() : comma + 1;
+  if (s == "-") return out;
+  for (const std::string& item : SplitList(s)) {
     std::size_t colon = item.find(':');
     out[item.substr(0, colon)] += std::stoull(item.substr(colon + 1));
   }

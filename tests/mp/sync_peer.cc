@@ -169,17 +169,10 @@ int main(int argc, char** argv) {
     std::printf("ERROR what=layout\n");
     return 64;
   }
-  shoal::Options opt;
-  opt.coordinator_port = static_cast<std::uint16_t>(a.coord_port);
-  opt.timeout_ms = a.timeout_ms;
-  opt.log_level = a.log_level;
-  std::unique_ptr<shoal::Communicator> comm;
-  shoal::Status s = shoal::Communicator::Create(opt, &comm);
-  if (!s.ok()) {
-    std::printf("ERROR what=create status=%d msg=\"%s\"\n", s.code(), s.ToString().c_str());
-    return 1;
-  }
-  std::printf("READY peer=%016" PRIx64 "\n", comm->peer_id());
+  std::unique_ptr<shoal::Communicator> comm =
+      shoal::mp::CreatePeer(a.coord_port, a.timeout_ms, a.log_level);
+  if (!comm) return 1;
+  shoal::Status s;
 
   if (!a.zeros) {
     for (std::size_t t = 0; t < state.size(); t++) FillBase(a.seed, t, &state[t].bytes);

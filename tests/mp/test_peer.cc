@@ -148,17 +148,10 @@ int main(int argc, char** argv) {
   Args a;
   if (!ParseArgs(argc, argv, &a)) return 64;
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
-  shoal::Options opt;
-  opt.coordinator_port = static_cast<std::uint16_t>(a.coord_port);
-  opt.timeout_ms = a.timeout_ms;
-  opt.log_level = a.log_level;
-  std::unique_ptr<shoal::Communicator> comm;
-  shoal::Status s = shoal::Communicator::Create(opt, &comm);
-  if (!s.ok()) {
-    std::printf("ERROR what=create status=%d msg=\"%s\"\n", s.code(), s.ToString().c_str());
-    return 1;
-  }
-  std::printf("READY peer=%016" PRIx64 "\n", comm->peer_id());
+  std::unique_ptr<shoal::Communicator> comm =
+      shoal::mp::CreatePeer(a.coord_port, a.timeout_ms, a.log_level);
+  if (!comm) return 1;
+  shoal::Status s;
 
   // Wait for the expected group size (joiners are admitted at the members' update_topology).
   if (!shoal::mp::GatherGroup(comm.get(), a.expect, a.timeout_ms)) return 1;
