@@ -139,7 +139,7 @@ class CoordRobustnessTest : public ::testing::Test {
     net::Message m;
     for (;;) {
       ASSERT_NO_FATAL_FAILURE(Connect(&c, source_ip));
-      Status s = c.Send(net::Hello{id, "127.0.0.1", 40000}, admission);
+      Status s = c.Send(net::Hello{id, "127.0.0.1", 40000, std::nullopt}, admission);
       if (s.ok()) s = c.RecvSkippingHeartbeats(&m, admission);
       if (s.ok()) break;
       ASSERT_TRUE(retry_while_refused && s.code() == SHOAL_ERR_PEER_LOST && !admission.passed())
@@ -325,7 +325,7 @@ TEST_P(ForbiddenFromPeerTest, IsAnsweredWithError) {
   FramedClient bad;
   ASSERT_NO_FATAL_FAILURE(Connect(&bad));
   PeerId id = NewPeerId();
-  ASSERT_OK(bad.Send(net::Hello{id, "127.0.0.1", 40001}, Deadline::After(kIoTimeoutMs)));
+  ASSERT_OK(bad.Send(net::Hello{id, "127.0.0.1", 40001, std::nullopt}, Deadline::After(kIoTimeoutMs)));
   net::Message m;
   ASSERT_OK(bad.RecvSkippingHeartbeats(&m, Deadline::After(kIoTimeoutMs)));
   ASSERT_TRUE(std::holds_alternative<net::Welcome>(m)) << "expected Welcome, got " << Describe(m);

@@ -1122,7 +1122,7 @@ class World {
     Trace("p" + std::to_string(i) + " connects (conn " + std::to_string(p.conn) + ")" +
           (reject_ok ? " with an id that may be in use" : ""));
     coord_.OnConnect(p.conn, now_ms_);
-    PeerSend(i, net::Hello{id, "10.0.0." + std::to_string(i), static_cast<std::uint16_t>(i + 1)});
+    PeerSend(i, net::Hello{id, "10.0.0." + std::to_string(i), static_cast<std::uint16_t>(i + 1), std::nullopt});
     ScheduleTimer(i, now_ms_ + kTickMs, Timer{TimerKind::kHeartbeat, 0, {}});
   }
 
@@ -1695,7 +1695,7 @@ class World {
                              net::EpochCommit{e},
                              net::OpCommit{e, 0, 0},
                              net::DataHello{e, v.id, v.id, 0, 1},
-                             net::Hello{v.id, "again", 1},
+                             net::Hello{v.id, "again", 1, std::nullopt},
                              net::UpdateTopology{e + 1000},
                              net::SyncPlan{e, 0, SHOAL_OK, "", 0, {}, {}, {}},
                              net::SyncReport{e + 1000, 0, 0, {}}};

@@ -111,7 +111,23 @@ ByteVec Frame(MsgType type, const ByteVec& payload) {
 
 // The payload of each message as docs/wire-format.md lays it out.
 ByteVec SpecPayloadOf(const Hello& m) {
-  return Bytes().u64(m.peer_id).str(m.host).u16(m.data_port).get();
+  Bytes b;
+  b.u64(m.peer_id).str(m.host).u16(m.data_port).u8(m.rejoin ? 1 : 0);
+  if (!m.rejoin) return b.get();
+  const Rejoin& j = *m.rejoin;
+  b.u64(j.epoch).u8(j.committed).u8(j.broken).status(j.abort_code).u64(j.abort_lost);
+  b.u8(j.fault_sent).status(j.fault_code).u64(j.fault_suspect).u8(j.in_barrier);
+  b.u8(j.has_revision).u64(j.revision).u64(j.state_digest);
+  b.u32(static_cast<std::uint32_t>(j.members.size()));
+  for (PeerId id : j.members) b.u64(id);
+  b.u32(static_cast<std::uint32_t>(j.next_seq.size()));
+  for (const TagSeq& t : j.next_seq) b.u64(t.tag).u64(t.next_seq);
+  b.u32(static_cast<std::uint32_t>(j.ops.size()));
+  for (const RejoinOp& op : j.ops) {
+    b.u64(op.tag).u64(op.seq).u8(static_cast<std::uint8_t>(op.state)).u64(op.revision);
+    b.u64(op.digest);
+  }
+  return b.get();
 }
 ByteVec SpecPayloadOf(const Welcome& m) {
   return Bytes().u64(m.peer_id).u32(m.heartbeat_interval_ms).u32(m.heartbeat_timeout_ms).get();
@@ -212,7 +228,7 @@ void SetHeaderLength(ByteVec* frame, std::uint32_t payload_bytes) {
 }
 
 // Fields of each message as a tuple, to compare decoded with original.
-auto Fields(const Hello& m) { return std::tie(m.peer_id, m.host, m.data_port); }
+auto Fields(const Hello& m) { return std::tie(m.peer_id, m.host, m.data_port, m.rejoin); }
 auto Fields(const Welcome& m) {
   return std::tie(m.peer_id, m.heartbeat_interval_ms, m.heartbeat_timeout_ms);
 }
@@ -328,9 +344,32 @@ std::vector<Sample> Samples() {
   const std::string host_max = Text(limits::kHostBytesMax);
   const std::string detail_max = Text(limits::kDetailBytesMax, 'A');
   std::vector<Sample> s;
-  s.push_back({"Hello", Hello{0x0123456789abcdefull, "node-7.example.org", 40123}});
-  s.push_back({"HelloEmptyHost", Hello{1, "", 0}});
-  s.push_back({"HelloMaxHost", Hello{~0ull, host_max, 65535}});
+  s.push_back({"Hello", Hello{0x0123456789abcdefull, "node-7.example.org", 40123, std::nullopt}});
+  s.push_back({"HelloEmptyHost", Hello{1, "", 0, std::nullopt}});
+  s.push_back({"HelloMaxHost", Hello{~0ull, host_max, 65535, std::nullopt}});
+  {
+    Rejoin j;
+    j.epoch = 42;
+    j.committed = true;
+    j.members = {7, 0x0123456789abcdefull, ~0ull};
+    j.broken = true;
+    j.abort_code = SHOAL_ERR_PEER_LOST;
+    j.abort_lost = 7;
+    j.fault_sent = true;
+    j.fault_code = SHOAL_ERR_TIMEOUT;
+    j.fault_suspect = ~0ull;
+    j.in_barrier = true;
+    j.next_seq = {{0, 12}, {kSharedStateTag, 3}};
+    j.ops = {{0, 11, RejoinOpState::kDone, 0, 0},
+             {kSharedStateTag, 2, RejoinOpState::kDone, 9, 0xfeedfacecafebeefull},
+             {5, 0, RejoinOpState::kFailed, 0, 0},
+             {6, 1, RejoinOpState::kRunning, 0, 0}};
+    j.has_revision = true;
+    j.revision = 8;
+    j.state_digest = 0x1122334455667788ull;
+    s.push_back({"HelloRejoin", Hello{9, "10.0.0.9", 4000, j}});
+    s.push_back({"HelloRejoinPending", Hello{9, "h", 4000, Rejoin{}}});
+  }
   s.push_back({"Welcome", Welcome{0xfedcba9876543210ull, 250, 0x80000001u}});
   s.push_back({"Reject", Reject{SHOAL_ERR_AUTH, "wrong group secret"}});
   s.push_back({"RejectEmpty", Reject{SHOAL_OK, ""}});
@@ -505,7 +544,7 @@ TEST(CodecTest, HeaderBytes) {
   ByteVec frame = EncodeOne(OpResult{1, 2, 3});
   ASSERT_EQ(frame.size(), kHeaderBytes + 24);
   EXPECT_EQ(std::string(frame.begin(), frame.begin() + 4), "SHOL");
-  EXPECT_EQ(frame[4], 1);  // version 1, little-endian
+  EXPECT_EQ(frame[4], 2);  // version 2, little-endian
   EXPECT_EQ(frame[5], 0);
   EXPECT_EQ(frame[6], 10);  // kOpResult
   EXPECT_EQ(frame[7], 0);
@@ -518,7 +557,8 @@ TEST(CodecTest, HeaderBytes) {
 TEST(CodecTest, PayloadSizes) {
   // Fixed sizes from the tables of docs/wire-format.md.
   auto payload_bytes = [](const Message& m) { return EncodeOne(m).size() - kHeaderBytes; };
-  EXPECT_EQ(payload_bytes(Hello{1, "abc", 2}), 8u + 2 + 3 + 2);
+  EXPECT_EQ(payload_bytes(Hello{1, "abc", 2, std::nullopt}), 8u + 2 + 3 + 2 + 1);
+  EXPECT_EQ(payload_bytes(Hello{1, "abc", 2, Rejoin{}}), 8u + 2 + 3 + 2 + 1 + 49 + 12);
   EXPECT_EQ(payload_bytes(Welcome{1, 2, 3}), 16u);
   EXPECT_EQ(payload_bytes(Reject{SHOAL_ERR_REJECTED, "ab"}), 2u + 2 + 2);
   EXPECT_EQ(payload_bytes(Heartbeat{}), 0u);
@@ -664,15 +704,15 @@ TEST(CodecTest, EveryStatusCodeRoundTrips) {
 
 TEST(CodecTest, EncodeAppendsToExistingBytes) {
   ByteVec out = {0xee, 0xff};
-  Encode(Hello{5, "h", 6}, &out);
+  Encode(Hello{5, "h", 6, std::nullopt}, &out);
   Encode(Heartbeat{}, &out);
-  ASSERT_EQ(out.size(), 2 + (kHeaderBytes + 13) + kHeaderBytes);
+  ASSERT_EQ(out.size(), 2 + (kHeaderBytes + 14) + kHeaderBytes);
   EXPECT_EQ(out[0], 0xee);
   EXPECT_EQ(out[1], 0xff);
   Message m;
-  ASSERT_TRUE(DecodeFrame(out.data() + 2, kHeaderBytes + 13, &m).ok());
-  ExpectSame(Hello{5, "h", 6}, m);
-  ASSERT_TRUE(DecodeFrame(out.data() + 2 + kHeaderBytes + 13, kHeaderBytes, &m).ok());
+  ASSERT_TRUE(DecodeFrame(out.data() + 2, kHeaderBytes + 14, &m).ok());
+  ExpectSame(Hello{5, "h", 6, std::nullopt}, m);
+  ASSERT_TRUE(DecodeFrame(out.data() + 2 + kHeaderBytes + 14, kHeaderBytes, &m).ok());
   EXPECT_TRUE(std::holds_alternative<Heartbeat>(m));
 }
 
@@ -696,7 +736,7 @@ TEST(CodecTest, EncoderCutsOverlongStringsToTheirLimit) {
   // Callers keep strings within limits; the encoder cuts longer ones rather than write a frame
   // that every decoder would refuse.
   Message m;
-  ASSERT_TRUE(DecodeBytes(EncodeOne(Hello{1, Text(limits::kHostBytesMax + 40), 2}), &m).ok());
+  ASSERT_TRUE(DecodeBytes(EncodeOne(Hello{1, Text(limits::kHostBytesMax + 40), 2, std::nullopt}), &m).ok());
   EXPECT_EQ(std::get<Hello>(m).host, Text(limits::kHostBytesMax));
   ASSERT_TRUE(
       DecodeBytes(EncodeOne(Error{SHOAL_ERR_PROTOCOL, Text(limits::kDetailBytesMax + 1)}), &m)
@@ -906,7 +946,7 @@ TEST(CodecCorruptionTest, BadMagic) {
 }
 
 TEST(CodecCorruptionTest, WrongVersion) {
-  for (std::uint16_t version : {0, 2, 0x0100, 0xffff}) {
+  for (std::uint16_t version : {0, 1, 3, 0x0200, 0xffff}) {
     ByteVec frame = EncodeOne(UpdateTopology{3});
     frame[4] = static_cast<std::uint8_t>(version);
     frame[5] = static_cast<std::uint8_t>(version >> 8);
@@ -1057,7 +1097,7 @@ TEST(CodecCorruptionTest, DataHelloWithoutKindByte) {
 }
 
 TEST(CodecCorruptionTest, ZeroPeerId) {
-  ExpectProtocolError(SpecFrame(Hello{0, "h", 1}), "Hello.peer_id");
+  ExpectProtocolError(SpecFrame(Hello{0, "h", 1, std::nullopt}), "Hello.peer_id");
   ExpectProtocolError(SpecFrame(Welcome{0, 100, 1000}), "Welcome.peer_id");
   ExpectProtocolError(SpecFrame(EpochPropose{1, 1, 4096, {Member{1, "a", 1}, Member{0, "b", 2}}}),
                       "Member.peer_id");
@@ -1283,6 +1323,59 @@ TEST(CodecCorruptionTest, MemberCountBeyondPayloadRejectedBeforeAllocation) {
   }
 }
 
+// A Hello whose rejoin report has `members`, `tags` and `ops` as its counts and nothing after them.
+ByteVec RejoinHelloWithCounts(std::uint32_t members, std::uint32_t tags, std::uint32_t ops) {
+  Bytes b;
+  b.u64(1).str("h").u16(2).u8(1);
+  b.u64(5).u8(1).u8(0).status(SHOAL_OK).u64(0).u8(0).status(SHOAL_OK).u64(0).u8(0);
+  b.u8(0).u64(0).u64(0);
+  b.u32(members);
+  for (std::uint32_t i = 0; i < members && i < 4; ++i) b.u64(i + 1);
+  b.u32(tags).u32(ops);
+  return Frame(MsgType::kHello, b.get());
+}
+
+TEST(CodecCorruptionTest, RejoinCountsAboveLimitOrBeyondPayloadRejectedBeforeAllocation) {
+  for (std::uint32_t count : {limits::kMembersMax + 1, 0x10000000u, 0xffffffffu, 4u}) {
+    for (int which = 0; which < 3; ++which) {
+      ByteVec frame = RejoinHelloWithCounts(which == 0 ? count : 0, which == 1 ? count : 0,
+                                            which == 2 ? count : 0);
+      if (which == 0 && count == 4) continue;  // four members are present: a valid count
+      Message out;
+      AllocTracker tracker;
+      Status st = DecodeBytes(frame, &out);
+      tracker.Stop();
+      EXPECT_EQ(st.code(), SHOAL_ERR_PROTOCOL) << which << " " << count;
+      EXPECT_LT(tracker.largest_bytes(), kSmallAllocBytesMax) << which << " " << count;
+    }
+  }
+  Message out;
+  EXPECT_TRUE(DecodeBytes(RejoinHelloWithCounts(4, 0, 0), &out).ok());
+}
+
+TEST(CodecCorruptionTest, RejoinFieldsOutOfRange) {
+  Rejoin j;
+  j.epoch = 3;
+  j.committed = true;
+  j.members = {1, 2};
+  j.ops = {{0, 1, RejoinOpState::kDone, 0, 0}};
+  ByteVec good = SpecFrame(Hello{1, "h", 2, j});
+  Message out;
+  ASSERT_TRUE(DecodeBytes(good, &out).ok());
+  ByteVec bad_state = good;
+  bad_state[bad_state.size() - 17] = 3;  // the op's state byte
+  ExpectProtocolError(bad_state, "rejoin op state 3");
+  Rejoin zero_member = j;
+  zero_member.members = {1, 0};
+  ExpectProtocolError(SpecFrame(Hello{1, "h", 2, zero_member}), "member id 0");
+  Rejoin no_epoch;
+  no_epoch.committed = true;
+  ExpectProtocolError(SpecFrame(Hello{1, "h", 2, no_epoch}), "committed without an epoch");
+  no_epoch.committed = false;
+  no_epoch.members = {4};
+  ExpectProtocolError(SpecFrame(Hello{1, "h", 2, no_epoch}), "members without an epoch");
+}
+
 TEST(CodecCorruptionTest, StreamsPerLinkOutOfRange) {
   for (std::uint32_t streams : {0u, limits::kStreamsPerLinkMax + 1, 0xffffffffu}) {
     ExpectProtocolError(SpecFrame(EpochPropose{1, streams, 4096, {Member{1, "a", 1}}}),
@@ -1327,7 +1420,7 @@ TEST(CodecCorruptionTest, StreamCountOutOfRange) {
 TEST(CodecCorruptionTest, StringLongerThanItsLimit) {
   const std::string host = Text(limits::kHostBytesMax + 1);
   const std::string detail = Text(limits::kDetailBytesMax + 1);
-  ExpectProtocolError(SpecFrame(Hello{1, host, 2}), "Hello.host");
+  ExpectProtocolError(SpecFrame(Hello{1, host, 2, std::nullopt}), "Hello.host");
   ExpectProtocolError(SpecFrame(EpochPropose{1, 1, 4096, {Member{1, "a", 1}, Member{2, host, 2}}}),
                       "Member.host");
   ExpectProtocolError(SpecFrame(Reject{SHOAL_ERR_REJECTED, detail}), "Reject.reason");

@@ -130,7 +130,7 @@ class CoordinatorTest : public ::testing::Test {
   }
   Outs Hello(ConnId c) {
     Connect(c);
-    return Deliver(c, net::Hello{Id(c), "host" + std::to_string(c), static_cast<std::uint16_t>(c)});
+    return Deliver(c, net::Hello{Id(c), "host" + std::to_string(c), static_cast<std::uint16_t>(c), std::nullopt});
   }
   Outs Ready(ConnId c, std::uint64_t e) {
     return Deliver(c, net::EpochReady{e, true, 0, SHOAL_OK});
@@ -262,7 +262,7 @@ TEST_F(CoordinatorTest, PeersArrivingDuringTheFirstSetupWaitForTheBarrier) {
 
 TEST_F(CoordinatorTest, PeerIdZeroIsRejected) {
   Connect(1);
-  Outs o = Deliver(1, net::Hello{0, "h", 1});
+  Outs o = Deliver(1, net::Hello{0, "h", 1, std::nullopt});
   ASSERT_EQ(o.To<net::Reject>(1).size(), 1u);
   EXPECT_TRUE(o.Closed(1));
   EXPECT_EQ(coord_.view().epoch, 0u);
@@ -272,7 +272,7 @@ TEST_F(CoordinatorTest, PeerIdZeroIsRejected) {
 TEST_F(CoordinatorTest, DuplicateLivePeerIdIsRejectedAndTheFirstKeepsItsPlace) {
   StartGroup({1});
   Connect(2);
-  Outs o = Deliver(2, net::Hello{Id(1), "elsewhere", 9});
+  Outs o = Deliver(2, net::Hello{Id(1), "elsewhere", 9, std::nullopt});
   auto reject = o.To<net::Reject>(2);
   ASSERT_EQ(reject.size(), 1u);
   EXPECT_EQ(reject[0].code, SHOAL_ERR_REJECTED);
@@ -285,7 +285,7 @@ TEST_F(CoordinatorTest, SamePeerIdIsAcceptedAgainOnceTheFirstConnectionIsGone) {
   StartGroup({1, 2});
   Drop(2);
   Connect(3);
-  Outs o = Deliver(3, net::Hello{Id(2), "h", 2});
+  Outs o = Deliver(3, net::Hello{Id(2), "h", 2, std::nullopt});
   EXPECT_EQ(o.To<net::Welcome>(3).size(), 1u);
   EXPECT_EQ(coord_.view().pending, std::vector<PeerId>{Id(2)});
 }
@@ -298,7 +298,7 @@ TEST_F(CoordinatorTest, TooManyPendingPeersAreRejected) {
   for (ConnId conn = 1; conn <= 4; ++conn) {
     coord.OnConnect(conn, 0);
     out.clear();
-    coord.OnMessage(conn, net::Hello{Id(conn), "h", 1}, 0, &out);
+    coord.OnMessage(conn, net::Hello{Id(conn), "h", 1, std::nullopt}, 0, &out);
   }
   // Peer 1 is proposed at once (not pending), 2 and 3 are pending, 4 is one too many.
   ASSERT_FALSE(out.empty());
@@ -323,7 +323,7 @@ TEST_F(CoordinatorTest, MaxMembersCapsAdmission) {
   std::vector<Output> out;
   for (ConnId conn = 1; conn <= 3; ++conn) {
     coord.OnConnect(conn, 0);
-    coord.OnMessage(conn, net::Hello{Id(conn), "h", 1}, 0, &out);
+    coord.OnMessage(conn, net::Hello{Id(conn), "h", 1, std::nullopt}, 0, &out);
   }
   coord.OnMessage(1, net::EpochReady{1, true, 0, SHOAL_OK}, 0, &out);
   out.clear();
@@ -367,7 +367,7 @@ const char* SubjectName(Subject s) {
 
 // Every message type, with the epoch number filled in with the coordinator's current one.
 std::vector<Message> AllMessages(PeerId self, std::uint64_t e) {
-  return {net::Hello{self, "h", 1},
+  return {net::Hello{self, "h", 1, std::nullopt},
           net::Welcome{self, 1, 2},
           net::Reject{},
           net::Heartbeat{},
@@ -780,9 +780,9 @@ TEST_F(CoordinatorTest, TooManyOpenOpsIsAProtocolError) {
   Coordinator coord(c);
   std::vector<Output> out;
   coord.OnConnect(1, 0);
-  coord.OnMessage(1, net::Hello{Id(1), "h", 1}, 0, &out);
+  coord.OnMessage(1, net::Hello{Id(1), "h", 1, std::nullopt}, 0, &out);
   coord.OnConnect(2, 0);
-  coord.OnMessage(2, net::Hello{Id(2), "h", 2}, 0, &out);
+  coord.OnMessage(2, net::Hello{Id(2), "h", 2, std::nullopt}, 0, &out);
   coord.OnMessage(1, net::EpochReady{1, true, 0, SHOAL_OK}, 0, &out);
   coord.OnMessage(1, net::UpdateTopology{1}, 0, &out);
   coord.OnMessage(1, net::EpochReady{2, true, 0, SHOAL_OK}, 0, &out);
@@ -1408,7 +1408,7 @@ TEST_F(CoordinatorTest, ProtocolErrorCutsOffOnlyTheOffender) {
 
 TEST_F(CoordinatorTest, EventsOnUnknownConnectionsAreIgnored) {
   StartGroup({1});
-  EXPECT_TRUE(Deliver(42, net::Hello{Id(42), "h", 1}).all.empty());
+  EXPECT_TRUE(Deliver(42, net::Hello{Id(42), "h", 1, std::nullopt}).all.empty());
   EXPECT_TRUE(Drop(42).all.empty());
   EXPECT_EQ(coord_.view().members, Ids({1}));
 }
@@ -1421,6 +1421,346 @@ TEST_F(CoordinatorTest, StaleReadyAfterTheGroupEmptiedIsIgnored) {
   EXPECT_EQ(Epoch(), 2u);
   EXPECT_TRUE(Ready(1, 1).all.empty());
   EXPECT_EQ(Ready(1, 2).To<net::EpochCommit>(1).size(), 1u);
+}
+
+// ---- Coordinator restart: rebuilding the group from rejoin reports (choice 14) ----------------
+
+// A rejoin report of a committed member of epoch `e` with ring `ring`.
+net::Rejoin MemberReport(std::uint64_t e, std::vector<PeerId> ring,
+                         std::vector<net::TagSeq> next_seq = {},
+                         std::vector<net::RejoinOp> ops = {}) {
+  net::Rejoin j;
+  j.epoch = e;
+  j.committed = true;
+  j.members = std::move(ring);
+  j.next_seq = std::move(next_seq);
+  j.ops = std::move(ops);
+  return j;
+}
+
+net::RejoinOp Done(std::uint64_t tag, std::uint64_t seq) {
+  return net::RejoinOp{tag, seq, net::RejoinOpState::kDone, 0, 0};
+}
+net::RejoinOp Running(std::uint64_t tag, std::uint64_t seq) {
+  return net::RejoinOp{tag, seq, net::RejoinOpState::kRunning, 0, 0};
+}
+
+class CoordinatorRebuildTest : public CoordinatorTest {
+ protected:
+  Outs Rejoin(ConnId c, net::Rejoin j) {
+    Connect(c);
+    return Deliver(c, net::Hello{Id(c), "host" + std::to_string(c), static_cast<std::uint16_t>(c),
+                                 std::move(j)});
+  }
+};
+
+TEST_F(CoordinatorRebuildTest, EveryMemberBackResumesTheEpochAndCommitsWhatAllFinished) {
+  auto ring = Ids({1, 2, 3});
+  // Op (0, 4) finished everywhere before the crash; nobody got its verdict.
+  Outs o = Rejoin(1, MemberReport(7, ring, {{0, 5}}, {Done(0, 4)}));
+  EXPECT_EQ(o.To<net::Welcome>(1).size(), 1u);
+  EXPECT_FALSE(o.Any<net::EpochPropose>());
+  EXPECT_FALSE(o.Any<net::OpCommit>());
+  EXPECT_TRUE(coord_.view().rebuilding);
+  Rejoin(2, MemberReport(7, ring, {{0, 5}}, {Done(0, 4)}));
+  EXPECT_TRUE(coord_.view().rebuilding);
+  o = Rejoin(3, MemberReport(7, ring, {{0, 5}}, {Done(0, 4)}));
+  EXPECT_EQ(o.Receivers<net::OpCommit>(), (std::vector<ConnId>{1, 2, 3}));
+  EXPECT_EQ(o.One<net::OpCommit>(2).epoch, 7u);
+  EXPECT_FALSE(o.Any<net::EpochAbort>());
+  View v = coord_.view();
+  EXPECT_FALSE(v.rebuilding);
+  EXPECT_EQ(v.epoch, 7u);
+  EXPECT_TRUE(v.committed);
+  EXPECT_FALSE(v.broken);
+  EXPECT_EQ(v.members, ring);
+  // The resumed epoch runs ops and barriers as before.
+  Result(1, 7, 0, 5);
+  Result(2, 7, 0, 5);
+  EXPECT_EQ(Result(3, 7, 0, 5).Receivers<net::OpCommit>(), (std::vector<ConnId>{1, 2, 3}));
+  Update(1, 7);
+  Update(2, 7);
+  EXPECT_EQ(Update(3, 7).Receivers<net::TopologyUnchanged>(), (std::vector<ConnId>{1, 2, 3}));
+  // A newcomer gets an epoch above the rebuilt one.
+  Hello(4);
+  for (ConnId c : {1, 2, 3}) o = Update(c, 7);
+  ASSERT_EQ(o.Receivers<net::EpochPropose>(), (std::vector<ConnId>{1, 2, 3, 4}));
+  EXPECT_EQ(o.One<net::EpochPropose>(4).epoch, 8u);
+}
+
+TEST_F(CoordinatorRebuildTest, ACommitThatReachedOneMemberReachesTheOthers) {
+  auto ring = Ids({1, 2, 3});
+  Rejoin(1, MemberReport(4, ring, {{0, 3}}, {}));  // committed (0, 2): started it, no op left
+  Rejoin(2, MemberReport(4, ring, {{0, 3}}, {Done(0, 2)}));
+  Outs o = Rejoin(3, MemberReport(4, ring, {{0, 3}, {9, 1}},
+                                  {Done(0, 2), {9, 0, net::RejoinOpState::kFailed, 0, 0}}));
+  EXPECT_EQ(o.Receivers<net::OpCommit>(), (std::vector<ConnId>{2, 3}));
+  // (9, 0) failed on 3 (no verdict within its deadline): the epoch breaks, after the commits.
+  EXPECT_EQ(o.Receivers<net::EpochAbort>(), (std::vector<ConnId>{1, 2, 3}));
+  net::EpochAbort a = o.One<net::EpochAbort>(1);
+  EXPECT_EQ(a.epoch, 4u);
+  EXPECT_EQ(a.code, SHOAL_ERR_COORDINATOR_LOST);
+  EXPECT_EQ(a.lost_peer, 0u);
+  auto first_abort = std::find_if(o.all.begin(), o.all.end(), [](const Output& x) {
+    return std::holds_alternative<net::EpochAbort>(x.message);
+  });
+  EXPECT_TRUE(std::none_of(first_abort, o.all.end(), [](const Output& x) {
+    return std::holds_alternative<net::OpCommit>(x.message);
+  }));
+  EXPECT_TRUE(coord_.view().broken);
+  // The barrier makes a new epoch above every one reported.
+  Update(1, 4);
+  Update(2, 4);
+  o = Update(3, 4);
+  ASSERT_EQ(o.Receivers<net::EpochPropose>(), (std::vector<ConnId>{1, 2, 3}));
+  EXPECT_EQ(o.One<net::EpochPropose>(1).epoch, 5u);
+}
+
+TEST_F(CoordinatorRebuildTest, AMemberThatNeverReportsIsLostAtTheRebuildDeadline) {
+  auto ring = Ids({1, 2, 3});
+  Rejoin(1, MemberReport(6, ring, {{0, 1}}, {Done(0, 0)}));
+  Rejoin(2, MemberReport(6, ring, {{0, 1}}, {Done(0, 0)}));
+  Outs o = Pass(TestConfig().rebuild_timeout_ms - 200, {1, 2});
+  EXPECT_FALSE(o.Any<net::EpochAbort>());
+  EXPECT_TRUE(coord_.view().rebuilding);
+  o = Pass(300, {1, 2});
+  // Not every member finished (0, 0) as far as anyone knows, and nobody committed it: abort.
+  EXPECT_FALSE(o.Any<net::OpCommit>());
+  EXPECT_EQ(o.Receivers<net::EpochAbort>(), (std::vector<ConnId>{1, 2}));
+  EXPECT_EQ(o.One<net::EpochAbort>(1).code, SHOAL_ERR_PEER_LOST);
+  EXPECT_EQ(o.One<net::EpochAbort>(1).lost_peer, Id(3));
+  EXPECT_EQ(coord_.view().members, ring);  // as committed, the lost one included
+  // The member that comes back late is a peer the group went on without.
+  o = Rejoin(3, MemberReport(6, ring, {{0, 1}}, {Done(0, 0)}));
+  EXPECT_EQ(o.To<net::Removed>(3).size(), 1u);
+  Update(1, 6);
+  o = Update(2, 6);
+  ASSERT_EQ(o.Receivers<net::EpochPropose>(), (std::vector<ConnId>{1, 2, 3}));
+  EXPECT_EQ(o.One<net::EpochPropose>(3).epoch, 7u);
+}
+
+TEST_F(CoordinatorRebuildTest, TheAbortOneMemberSawIsTheAbortOfAll) {
+  auto ring = Ids({1, 2, 3});
+  net::Rejoin saw = MemberReport(3, ring, {{0, 2}}, {});
+  saw.broken = true;
+  saw.abort_code = SHOAL_ERR_TIMEOUT;
+  saw.abort_lost = Id(2);
+  net::Rejoin faulted = MemberReport(3, ring, {{0, 2}}, {Done(0, 1)});
+  faulted.fault_sent = true;
+  faulted.fault_code = SHOAL_ERR_PEER_LOST;
+  faulted.fault_suspect = Id(1);
+  Rejoin(1, MemberReport(3, ring, {{0, 2}}, {Done(0, 1)}));
+  Rejoin(2, faulted);
+  Outs o = Rejoin(3, saw);
+  // (0, 1): member 3 has no verdict left for it, so it was committed or aborted there; it saw the
+  // epoch break, so the coordinator cannot tell: what counts is that 3 holds no op (0, 1) and has
+  // started it, which is what a commit leaves. A member that saw the abort failed every op without
+  // a verdict, and reports them as failed; here it reports none, so (0, 1) committed before.
+  EXPECT_EQ(o.Receivers<net::OpCommit>(), (std::vector<ConnId>{1, 2}));
+  net::EpochAbort a = o.One<net::EpochAbort>(1);
+  EXPECT_EQ(a.code, SHOAL_ERR_TIMEOUT);
+  EXPECT_EQ(a.lost_peer, Id(2));
+}
+
+TEST_F(CoordinatorRebuildTest, AFaultSentBeforeTheCrashBreaksTheEpoch) {
+  auto ring = Ids({1, 2});
+  net::Rejoin faulted = MemberReport(3, ring, {{0, 2}}, {Running(0, 1)});
+  faulted.fault_sent = true;
+  faulted.fault_code = SHOAL_ERR_INTEGRITY;
+  faulted.fault_suspect = Id(1);
+  Rejoin(1, MemberReport(3, ring, {{0, 2}}, {Done(0, 1)}));
+  Outs o = Rejoin(2, faulted);
+  EXPECT_FALSE(o.Any<net::OpCommit>());
+  EXPECT_EQ(o.One<net::EpochAbort>(2).code, SHOAL_ERR_INTEGRITY);
+  EXPECT_EQ(o.One<net::EpochAbort>(2).lost_peer, Id(1));
+}
+
+TEST_F(CoordinatorRebuildTest, MessagesDuringTheRebuildUpdateTheReports) {
+  auto ring = Ids({1, 2});
+  Rejoin(1, MemberReport(5, ring, {{0, 1}}, {Running(0, 0)}));
+  // Peer 1's op finishes and it enters update_topology while the rebuild waits for peer 2.
+  EXPECT_TRUE(Result(1, 5, 0, 0).Quiet());
+  EXPECT_TRUE(Update(1, 5).Quiet());
+  Outs o = Rejoin(2, MemberReport(5, ring, {{0, 1}}, {Done(0, 0)}));
+  EXPECT_EQ(o.Receivers<net::OpCommit>(), (std::vector<ConnId>{1, 2}));
+  EXPECT_FALSE(o.Any<net::EpochAbort>());
+  EXPECT_EQ(coord_.view().barrier, Ids({1}));
+  EXPECT_EQ(Update(2, 5).Receivers<net::TopologyUnchanged>(), (std::vector<ConnId>{1, 2}));
+}
+
+TEST_F(CoordinatorRebuildTest, ARunningCollectiveIsAwaitedAndCommitsWhenItFinishes) {
+  auto ring = Ids({1, 2});
+  Rejoin(1, MemberReport(5, ring, {{0, 1}}, {Done(0, 0)}));
+  Outs o = Rejoin(2, MemberReport(5, ring, {{0, 1}}, {Running(0, 0)}));
+  EXPECT_TRUE(o.Quiet() || !o.Any<net::OpCommit>());
+  EXPECT_TRUE(coord_.view().rebuilding);  // everyone reported, but (0, 0) may still finish
+  o = Result(2, 5, 0, 0);
+  EXPECT_EQ(o.Receivers<net::OpCommit>(), (std::vector<ConnId>{1, 2}));
+  EXPECT_FALSE(o.Any<net::EpochAbort>());
+  EXPECT_FALSE(coord_.view().broken);
+}
+
+TEST_F(CoordinatorRebuildTest, ACollectiveThatDoesNotFinishIsAbortedAtTheRebuildDeadline) {
+  auto ring = Ids({1, 2});
+  Rejoin(1, MemberReport(5, ring, {{0, 1}}, {Done(0, 0)}));
+  Rejoin(2, MemberReport(5, ring, {{0, 1}}, {Running(0, 0)}));
+  Outs o = Pass(TestConfig().rebuild_timeout_ms + 100, {1, 2});
+  EXPECT_FALSE(o.Any<net::OpCommit>());
+  EXPECT_EQ(o.One<net::EpochAbort>(1).code, SHOAL_ERR_COORDINATOR_LOST);
+}
+
+TEST_F(CoordinatorRebuildTest, ASyncWaitingForItsPlanIsNotAwaited) {
+  auto ring = Ids({1, 2});
+  Rejoin(1, MemberReport(5, ring, {{net::kSharedStateTag, 1}},
+                         {Running(net::kSharedStateTag, 0)}));
+  Outs o = Rejoin(2, MemberReport(5, ring, {{net::kSharedStateTag, 1}},
+                                  {Running(net::kSharedStateTag, 0)}));
+  EXPECT_EQ(o.One<net::EpochAbort>(2).code, SHOAL_ERR_COORDINATOR_LOST);
+}
+
+TEST_F(CoordinatorRebuildTest, TheRevisionIsTheHighestHeldWithTheMostCommonDigest) {
+  auto ring = Ids({1, 2, 3});
+  auto with = [&](std::uint64_t revision, std::uint64_t digest) {
+    net::Rejoin j = MemberReport(2, ring, {{net::kSharedStateTag, 1}});
+    j.has_revision = true;
+    j.revision = revision;
+    j.state_digest = digest;
+    return j;
+  };
+  Rejoin(1, with(5, 0xd1));
+  Rejoin(2, with(5, 0xd2));
+  Outs o = Rejoin(3, with(5, 0xd1));
+  EXPECT_FALSE(o.Any<net::EpochAbort>());
+  View v = coord_.view();
+  ASSERT_TRUE(v.revision.has_value());
+  EXPECT_EQ(*v.revision, 5u);
+  EXPECT_EQ(v.revision_holders, Ids({1, 3}));
+  // The rebuilt revision is enforced: the syncs go on with seq 1, and revision 7 skips 6.
+  Report(1, 2, 1, 6);
+  Report(2, 2, 1, 6);
+  o = Report(3, 2, 1, 7);
+  EXPECT_EQ(o.One<net::SyncPlan>(3).code, SHOAL_ERR_REVISION);
+  EXPECT_EQ(o.One<net::SyncPlan>(1).code, SHOAL_OK);
+}
+
+TEST_F(CoordinatorRebuildTest, ASyncCommittedAtOneMemberMovesTheRevision) {
+  auto ring = Ids({1, 2});
+  net::Rejoin a = MemberReport(2, ring, {{net::kSharedStateTag, 1}});
+  a.has_revision = true;
+  a.revision = 4;  // its commit of sync 0 (revision 4) arrived
+  a.state_digest = 0xabc;
+  net::Rejoin b = MemberReport(2, ring, {{net::kSharedStateTag, 1}},
+                               {net::RejoinOp{net::kSharedStateTag, 0, net::RejoinOpState::kDone,
+                                              4, 0xabc}});
+  b.has_revision = true;
+  b.revision = 3;
+  b.state_digest = 0x333;
+  Rejoin(1, a);
+  Outs o = Rejoin(2, b);
+  EXPECT_EQ(o.Receivers<net::OpCommit>(), (std::vector<ConnId>{2}));
+  EXPECT_EQ(o.One<net::OpCommit>(2).tag, net::kSharedStateTag);
+  View v = coord_.view();
+  EXPECT_FALSE(v.broken);
+  EXPECT_EQ(v.revision, std::optional<std::uint64_t>(4));
+  EXPECT_EQ(v.revision_holders, Ids({1, 2}));
+}
+
+TEST_F(CoordinatorRebuildTest, PeersOutsideTheRebuiltEpochAreRemovedAndJoinAtTheBarrier) {
+  auto ring = Ids({1, 2});
+  // Peer 3 had been proposed epoch 6 (with 1, 2 and 3) when the coordinator died; 1 and 2 had not
+  // received that proposal yet. Peer 4 is a newcomer.
+  net::Rejoin setting_up;
+  setting_up.epoch = 6;
+  setting_up.members = Ids({1, 2, 3});
+  Outs o = Rejoin(3, setting_up);
+  EXPECT_TRUE(coord_.view().rebuilding);
+  o = Hello(4);
+  EXPECT_FALSE(o.Any<net::EpochPropose>());
+  net::Rejoin in_barrier = MemberReport(5, ring, {{0, 3}});
+  in_barrier.in_barrier = true;
+  Rejoin(1, in_barrier);
+  o = Rejoin(2, in_barrier);
+  // Epoch 5 resumes with 1 and 2 (all its members are back); 3 is told it is not a member; the
+  // barrier both were in completes with a proposal above epoch 6 for everyone.
+  EXPECT_FALSE(o.Any<net::EpochAbort>());
+  EXPECT_EQ(o.To<net::Removed>(3).size(), 1u);
+  ASSERT_EQ(o.Receivers<net::EpochPropose>(), (std::vector<ConnId>{1, 2, 3, 4}));
+  EXPECT_EQ(o.One<net::EpochPropose>(4).epoch, 7u);
+}
+
+TEST_F(CoordinatorRebuildTest, NobodyCommittedStartsAnEmptyGroupAboveTheReportedEpochs) {
+  net::Rejoin setting_up;
+  setting_up.epoch = 9;
+  setting_up.members = Ids({1, 2});
+  Rejoin(1, setting_up);
+  Outs o = Rejoin(2, setting_up);
+  EXPECT_EQ(o.To<net::Removed>(1).size(), 1u);
+  ASSERT_EQ(o.Receivers<net::EpochPropose>(), (std::vector<ConnId>{1, 2}));
+  EXPECT_EQ(o.One<net::EpochPropose>(1).epoch, 10u);
+}
+
+TEST_F(CoordinatorRebuildTest, ARejoinAtACoordinatorWithAGroupIsAPeerItWentOnWithout) {
+  std::uint64_t e = StartGroup({1, 2});
+  Outs o = Rejoin(3, MemberReport(40, Ids({3, 9})));
+  EXPECT_EQ(o.To<net::Welcome>(3).size(), 1u);
+  EXPECT_EQ(o.To<net::Removed>(3).size(), 1u);
+  EXPECT_EQ(coord_.view().pending, Ids({3}));
+  Update(1, e);
+  o = Update(2, e);
+  EXPECT_EQ(o.One<net::EpochPropose>(3).epoch, 41u);  // above the epoch it reported
+}
+
+TEST_F(CoordinatorRebuildTest, ARejoinReplacesThePeersOldConnection) {
+  std::uint64_t e = StartGroup({1, 2});
+  // Peer 2 lost its connection, reconnects on connection 12 before the coordinator noticed.
+  Connect(12);
+  Outs o = Deliver(12, net::Hello{Id(2), "host2", 2, MemberReport(e, Ids({1, 2}))});
+  EXPECT_TRUE(o.Closed(2));
+  EXPECT_EQ(o.One<net::EpochAbort>(1).lost_peer, Id(2));
+  EXPECT_EQ(o.To<net::Welcome>(12).size(), 1u);
+  EXPECT_EQ(o.To<net::Removed>(12).size(), 1u);
+  o = Update(1, e);
+  EXPECT_EQ(o.Receivers<net::EpochPropose>(), (std::vector<ConnId>{1, 12}));
+}
+
+TEST_F(CoordinatorRebuildTest, MalformedRejoinReportsAreRefused) {
+  Outs o = Rejoin(1, MemberReport(3, Ids({1, 1})));
+  EXPECT_EQ(o.One<net::Reject>(1).code, SHOAL_ERR_PROTOCOL);
+  EXPECT_TRUE(o.Closed(1));
+  o = Rejoin(2, MemberReport(3, Ids({1, 3})));  // does not include itself
+  EXPECT_TRUE(o.Closed(2));
+  o = Rejoin(3, MemberReport(std::uint64_t{1} << 63, Ids({3})));
+  EXPECT_TRUE(o.Closed(3));
+  EXPECT_FALSE(coord_.view().rebuilding);
+  EXPECT_EQ(coord_.view().highest_epoch, 0u);
+}
+
+class CoordinatorHoldTest : public CoordinatorTest {
+ protected:
+  static Config HoldConfig() {
+    Config c = TestConfig();
+    c.startup_hold_ms = 1000;
+    return c;
+  }
+  CoordinatorHoldTest() : CoordinatorTest(HoldConfig()) {}
+};
+
+TEST_F(CoordinatorHoldTest, NewcomersWaitForTheStartupHold) {
+  Outs o = Hello(1);
+  EXPECT_FALSE(o.Any<net::EpochPropose>());
+  o = Pass(800, {1});
+  EXPECT_FALSE(o.Any<net::EpochPropose>());
+  o = Pass(300, {1});
+  EXPECT_EQ(o.One<net::EpochPropose>(1).epoch, 1u);
+}
+
+TEST_F(CoordinatorHoldTest, ARejoinDuringTheHoldRebuildsAtOnce) {
+  Hello(5);
+  Connect(1);
+  Outs o = Deliver(1, net::Hello{Id(1), "h", 1, MemberReport(3, Ids({1}))});
+  EXPECT_FALSE(coord_.view().rebuilding);
+  EXPECT_EQ(coord_.view().epoch, 3u);
+  EXPECT_EQ(coord_.view().pending, Ids({5}));
 }
 
 TEST(CoordinatorConfigDeathTest, InconsistentConfigIsAProgrammerError) {

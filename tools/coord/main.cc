@@ -82,6 +82,16 @@ int main(int argc, char** argv) {
                  "Give up on an epoch setup after this long")
       ->check(CLI::Range(1u, 24u * 3600u * 1000u))
       ->capture_default_str();
+  coord.startup_hold_ms = 1000;
+  app.add_option("--rebuild-timeout-ms", coord.rebuild_timeout_ms,
+                 "After a restart: wait this long at most for the old group's members to report")
+      ->check(CLI::Range(1u, 3600u * 1000u))
+      ->capture_default_str();
+  app.add_option("--startup-hold-ms", coord.startup_hold_ms,
+                 "Form no new group for this long after starting, so that the members of a "
+                 "group this coordinator replaces report first (0: at once)")
+      ->check(CLI::Range(0u, 3600u * 1000u))
+      ->capture_default_str();
   app.add_option("--streams-per-link", coord.streams_per_link, "TCP streams per ring link")
       ->check(CLI::Range(1u, shoal::limits::kStreamsPerLinkMax))
       ->capture_default_str();

@@ -17,6 +17,10 @@ inline constexpr std::uint32_t kDetailBytesMax = 1024;              // human tex
 inline constexpr std::uint32_t kMembersMax = 1024;                  // members of one epoch
 inline constexpr std::uint32_t kPendingMax = 1024;                  // pending peers at once
 inline constexpr std::uint32_t kConnectionsMax = 4096;              // coordinator connections
+// A peer's ops in flight and the tags it uses in one epoch: bounded so that its rejoin report
+// (Hello.rejoin) fits one control message.
+inline constexpr std::uint32_t kOpsInFlightMax = 4096;
+inline constexpr std::uint32_t kTagsPerEpochMax = 4096;
 
 // Shared state.
 inline constexpr std::uint32_t kSharedTensorsMax = 8192;      // tensors of one shared state
@@ -37,6 +41,10 @@ inline constexpr std::uint32_t kMemberEntryBytesMax = 8 + 2 + 2 + kHostBytesMax;
 static_assert(kMembersMax * kMemberEntryBytesMax + 64 <= kControlPayloadBytesMax,
               "an epoch proposal with the most members must fit one control message");
 static_assert(kDetailBytesMax + 64 <= kControlPayloadBytesMax);
+// A rejoin report: members (8 each), tags (16 each), ops (33 each) and the fixed fields.
+static_assert(kHostBytesMax + kMembersMax * 8 + kTagsPerEpochMax * 16 + kOpsInFlightMax * 33 +
+                      128 <= kControlPayloadBytesMax,
+              "the largest rejoin report must fit one Hello");
 static_assert(kSegmentBytesMin <= kSegmentBytesMax);
 static_assert(kDataFramePayloadBytesMax >= kSegmentBytesMax + kSegmentHeaderBytes,
               "a full-size segment and its header fit one data frame");

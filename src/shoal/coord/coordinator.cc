@@ -72,6 +72,27 @@
 //    left, demoted), the group being empty included: nobody in the group holds that revision any
 //    more, so keeping it would refuse the remaining members forever (all "ahead") or let the
 //    revision go back; the group goes on from whatever its members hold, like a new group.
+// 14. Coordinator restart (docs/protocol.md, "Coordinator restart"). A coordinator with no group
+//    (kEmpty) that receives a Hello whose rejoin report names an epoch above any it used starts a
+//    rebuild (kRebuild): every reporter waits as pending while the members of the reported epochs
+//    report, at most rebuild_timeout_ms, and while a collective still runs on their data planes with
+//    nothing wrong reported (it may finish); messages reporters send meanwhile update their
+//    reports.
+//    The rebuilt epoch is the highest one some reporter was a committed member of, with the
+//    members that report it; its ops get the only verdict that agrees with what any member already
+//    returned: commit when some member committed it (its commit went out before the crash) or
+//    every member finished it, else the epoch's abort. The epoch resumes unbroken when every member
+//    is back, none saw it break or sent a fault, and no op is left unresolved; otherwise it breaks
+//    with, in this order: the abort some member received, (PEER_LOST, first member that did not
+//    report), the fault some member sent, (COORDINATOR_LOST, none). Reporters not in the rebuilt
+//    epoch that think they are in one get Removed. The group's revision is the highest committed
+//    revision a member reports; its holders are the members at it with the most common state
+//    digest. A rejoin report reaching a coordinator that has a group (or a lower epoch than it
+//    used) is from a peer the group went on without: it is pending and, if it thinks it is in an
+//    epoch, gets Removed; epochs proposed later are above the one it reported. A rejoining peer
+//    whose old connection is still open replaces it (the old one is lost).
+// 15. startup_hold_ms: an empty group of a coordinator younger than that proposes nothing, so
+//    newcomers cannot form a group before the members of the group it replaces report.
 // 13. Syncs of a member are numbered 0, 1, 2, ... in each epoch and it runs one at a time, so a
 //    SyncReport whose seq is not the member's next one is a protocol error (a duplicate cannot
 //    open a record that never completes), and an OpResult for a sync that has no plan is one too
@@ -102,6 +123,7 @@ enum class Phase {
   kSetup,   // a proposal is out; waiting for EpochReady from all of it
   kActive,  // a committed, unbroken epoch; ops commit
   kBroken,  // a committed epoch that was aborted; waits for the barrier
+  kRebuild, // a restarted coordinator collecting the reports of the group it replaces (choice 14)
 };
 
 const char* PeerStateName(PeerState s) {
@@ -130,6 +152,8 @@ const char* PhaseName(Phase p) {
       return "active";
     case Phase::kBroken:
       return "broken";
+    case Phase::kRebuild:
+      return "rebuild";
   }
   return "?";
 }
@@ -140,8 +164,8 @@ bool LegalPeerMove(PeerState from, PeerState to) {
   switch (from) {
     case PeerState::kHandshaking:
       return to == PeerState::kPending;  // Welcome
-    case PeerState::kPending:
-      return to == PeerState::kProposed;  // admitted by a proposal
+    case PeerState::kPending:  // admitted by a proposal, or a member of a rebuilt epoch (choice 14)
+      return to == PeerState::kProposed || to == PeerState::kMember;
     case PeerState::kProposed:  // ready, re-proposed, or demoted (suspect / setup timeout)
       return to == PeerState::kReady || to == PeerState::kProposed || to == PeerState::kPending;
     case PeerState::kReady:  // committed, re-proposed, or demoted (named suspect)
@@ -156,13 +180,15 @@ bool LegalPeerMove(PeerState from, PeerState to) {
 bool LegalPhaseMove(Phase from, Phase to) {
   switch (from) {
     case Phase::kEmpty:
-      return to == Phase::kSetup;  // pending peers proposed
+      return to == Phase::kSetup || to == Phase::kRebuild;  // pending peers proposed, restart
     case Phase::kSetup:            // re-proposed, committed, or no one left
       return to == Phase::kSetup || to == Phase::kActive || to == Phase::kEmpty;
     case Phase::kActive:
       return to == Phase::kBroken || to == Phase::kSetup;  // abort, barrier
     case Phase::kBroken:
       return to == Phase::kSetup || to == Phase::kEmpty;  // barrier, all gone
+    case Phase::kRebuild:  // rebuilt and resumed, rebuilt broken, or no epoch to rebuild
+      return to == Phase::kActive || to == Phase::kBroken || to == Phase::kEmpty;
   }
   return false;
 }
@@ -220,7 +246,13 @@ struct Peer {
   std::uint64_t next_sync_seq = 0;    // kMember: the seq its next SyncReport must carry (choice 13)
   std::uint64_t proposed_epoch = 0;   // the highest epoch proposed to this peer
   std::uint64_t committed_epoch = 0;  // the highest epoch committed with this peer as a member
+  std::optional<net::Rejoin> rejoin;  // its rejoin report, until the rebuild it is part of ends
 };
+
+// A connection id no connection has: the slot of a member of a rebuilt epoch that did not report.
+constexpr ConnId kNoConn = ~ConnId{0};
+// Rejoin reports naming epochs above this are refused, so that epoch numbers can never wrap.
+constexpr std::uint64_t kEpochReportedMax = std::uint64_t{1} << 62;
 
 struct Epoch {
   std::uint64_t number = 0;
@@ -252,6 +284,11 @@ struct Coordinator::Impl {
   // once no holder is left (choice 12).
   std::optional<std::uint64_t> revision;
   std::set<PeerId> revision_holders;
+  // kRebuild: the ids of every member of the epochs reported so far, and the ids that reported.
+  std::set<PeerId> rebuild_expected;
+  std::set<PeerId> rebuild_reported;
+  TimeMs rebuild_deadline_ms = 0;
+  std::optional<TimeMs> hold_until_ms;  // choice 15; set at the first event
   TimeMs now_ms = 0;
   std::vector<Output>* out = nullptr;  // set for the duration of one event
 
@@ -261,6 +298,7 @@ struct Coordinator::Impl {
     SHOAL_CHECK(o != nullptr);
     now_ms = now;
     out = o;
+    if (!hold_until_ms) hold_until_ms = now + config.startup_hold_ms;
   }
 
   void Connect(ConnId conn) {
@@ -301,6 +339,10 @@ struct Coordinator::Impl {
     }
     switch (phase) {
       case Phase::kEmpty:
+        ProposeToEmptyGroup();  // the startup hold may have ended
+        break;
+      case Phase::kRebuild:
+        if (now_ms >= rebuild_deadline_ms) FinishRebuild();
         break;
       case Phase::kSetup:
         if (now_ms >= epoch.setup_deadline_ms) {
@@ -359,6 +401,10 @@ struct Coordinator::Impl {
   }
 
   void On(Peer& p, const net::UpdateTopology& m) {
+    if (Reporting(p, m.epoch)) {
+      p.rejoin->in_barrier = p.rejoin->committed;
+      return;
+    }
     switch (p.state) {
       case PeerState::kHandshaking:
         Refuse(p, "UpdateTopology before Hello");
@@ -381,6 +427,7 @@ struct Coordinator::Impl {
   }
 
   void On(Peer& p, const net::EpochReady& m) {
+    if (Reporting(p, m.epoch)) return;  // that proposal is gone with the old coordinator
     if (p.state == PeerState::kHandshaking) return Refuse(p, "EpochReady before Hello");
     if (m.epoch > p.proposed_epoch)
       return Refuse(p, "EpochReady for an epoch never proposed to it");
@@ -406,6 +453,16 @@ struct Coordinator::Impl {
   }
 
   void On(Peer& p, const net::OpResult& m) {
+    if (Reporting(p, m.epoch)) {
+      // A sync's result does not say which revision it commits to: it stays unresolved.
+      for (net::RejoinOp& op : p.rejoin->ops) {
+        if (op.tag == m.tag && op.seq == m.seq && m.tag != net::kSharedStateTag &&
+            op.state == net::RejoinOpState::kRunning) {
+          op.state = net::RejoinOpState::kDone;
+        }
+      }
+      return MaybeFinishRebuild();
+    }
     switch (p.state) {
       case PeerState::kHandshaking:
         Refuse(p, "OpResult before Hello");
@@ -428,6 +485,7 @@ struct Coordinator::Impl {
   }
 
   void On(Peer& p, const net::SyncReport& m) {
+    if (Reporting(p, m.epoch)) return;  // its sync is a running op of the report: unresolved
     switch (p.state) {
       case PeerState::kHandshaking:
         Refuse(p, "SyncReport before Hello");
@@ -447,6 +505,15 @@ struct Coordinator::Impl {
   }
 
   void On(Peer& p, const net::EpochFault& m) {
+    if (Reporting(p, m.epoch)) {
+      if (m.code == SHOAL_OK) return Refuse(p, "EpochFault with code OK");
+      if (!p.rejoin->fault_sent) {
+        p.rejoin->fault_sent = true;
+        p.rejoin->fault_code = m.code;
+        p.rejoin->fault_suspect = m.suspect;
+      }
+      return MaybeFinishRebuild();
+    }
     switch (p.state) {
       case PeerState::kHandshaking:
         Refuse(p, "EpochFault before Hello");
@@ -484,8 +551,23 @@ struct Coordinator::Impl {
 
   void Admit(Peer& p, const net::Hello& m) {
     if (m.peer_id == 0) return RejectAndClose(p, SHOAL_ERR_PROTOCOL, "peer id 0 is reserved");
-    if (conn_of.find(m.peer_id) != conn_of.end()) {
-      return RejectAndClose(p, SHOAL_ERR_REJECTED, "a live connection has this peer id");
+    if (m.rejoin) {
+      const net::Rejoin& j = *m.rejoin;
+      std::set<PeerId> unique(j.members.begin(), j.members.end());
+      if (j.epoch > kEpochReportedMax) {
+        return RejectAndClose(p, SHOAL_ERR_PROTOCOL, "rejoin report names an impossible epoch");
+      }
+      if (unique.size() != j.members.size() || (j.epoch != 0 && unique.count(m.peer_id) == 0)) {
+        return RejectAndClose(p, SHOAL_ERR_PROTOCOL,
+                              "rejoin report: members repeat or do not include the peer");
+      }
+    }
+    if (auto old = conn_of.find(m.peer_id); old != conn_of.end()) {
+      if (!m.rejoin) {
+        return RejectAndClose(p, SHOAL_ERR_REJECTED, "a live connection has this peer id");
+      }
+      // The peer lost this connection and made a new one: the old one is lost (choice 14).
+      Forget(old->second, SHOAL_ERR_PEER_LOST, /*emit_close=*/true);
     }
     if (PendingInOrder().size() >= config.max_pending) {
       return RejectAndClose(p, SHOAL_ERR_REJECTED, "too many pending peers");
@@ -497,14 +579,252 @@ struct Coordinator::Impl {
     MovePeer(p, PeerState::kPending);
     p.arrival = ++arrivals;
     Send(p, net::Welcome{p.id, config.heartbeat_interval_ms, config.heartbeat_timeout_ms});
+    if (m.rejoin) {
+      p.rejoin = m.rejoin;
+      p.proposed_epoch = m.rejoin->epoch;
+      p.committed_epoch = m.rejoin->committed ? m.rejoin->epoch : 0;
+    }
     switch (phase) {
       case Phase::kEmpty:
+        if (p.rejoin && p.rejoin->epoch > highest_epoch) return StartRebuild(p);
+        EndRejoin(p);
         ProposeToEmptyGroup();
+        return;
+      case Phase::kRebuild:
+        if (p.rejoin) AddToRebuild(p);
+        MaybeFinishRebuild();
         return;
       case Phase::kSetup:
       case Phase::kActive:
       case Phase::kBroken:
+        EndRejoin(p);
         return;  // waits for the next barrier
+    }
+  }
+
+  // ---- Rebuilding a group after a restart (choice 14) ---------------------------------------
+
+  // Whether `p` is a reporter of the rebuild in progress and `epoch` is the one it reported:
+  // then its message updates its report.
+  bool Reporting(const Peer& p, std::uint64_t e) const {
+    return phase == Phase::kRebuild && p.rejoin && p.state == PeerState::kPending &&
+           e == p.rejoin->epoch && e != 0;
+  }
+
+  // A rejoin report that is not part of a rebuild: a peer the group went on without.
+  void EndRejoin(Peer& p) {
+    if (!p.rejoin) return;
+    highest_epoch = std::max(highest_epoch, p.rejoin->epoch);
+    if (p.rejoin->epoch != 0) {
+      Send(p, net::Removed{SHOAL_ERR_COORDINATOR_LOST,
+                           "the coordinator changed and the group went on without this peer"});
+    }
+    p.rejoin.reset();
+  }
+
+  void StartRebuild(Peer& p) {
+    MovePhase(Phase::kRebuild);
+    rebuild_deadline_ms = now_ms + config.rebuild_timeout_ms;
+    rebuild_expected.clear();
+    rebuild_reported.clear();
+    AddToRebuild(p);
+    MaybeFinishRebuild();
+  }
+
+  void AddToRebuild(const Peer& p) {
+    rebuild_reported.insert(p.id);
+    rebuild_expected.insert(p.rejoin->members.begin(), p.rejoin->members.end());
+  }
+
+  // Finishes the rebuild once every expected peer reported, unless a collective is still running
+  // on a reporter's data plane with nothing wrong reported: it may finish (and then commit, and
+  // the epoch resume) before the rebuild deadline.
+  void MaybeFinishRebuild() {
+    SHOAL_CHECK(phase == Phase::kRebuild);
+    for (PeerId id : rebuild_expected) {
+      if (rebuild_reported.count(id) == 0) return;
+    }
+    bool running = false;
+    for (const auto& [conn, q] : peers) {
+      if (q.state != PeerState::kPending || !q.rejoin) continue;
+      if (q.rejoin->broken || q.rejoin->fault_sent) return FinishRebuild();
+      for (const net::RejoinOp& op : q.rejoin->ops) {
+        if (op.state != net::RejoinOpState::kRunning) continue;
+        // A sync waits for a plan that only a coordinator can make: it will not finish.
+        if (op.tag == net::kSharedStateTag) return FinishRebuild();
+        running = true;
+      }
+    }
+    if (!running) FinishRebuild();
+  }
+
+  static std::uint64_t NextSeq(const net::Rejoin& j, std::uint64_t tag) {
+    for (const net::TagSeq& t : j.next_seq) {
+      if (t.tag == tag) return t.next_seq;
+    }
+    return 0;
+  }
+  static const net::RejoinOp* FindOp(const net::Rejoin& j, const OpKey& key) {
+    for (const net::RejoinOp& op : j.ops) {
+      if (op.tag == key.tag && op.seq == key.seq) return &op;
+    }
+    return nullptr;
+  }
+  // Op `key` of the reported epoch committed on this member: it started it and has no op of that
+  // key left without a verdict.
+  static bool CommittedAt(const net::Rejoin& j, const OpKey& key) {
+    return key.seq < NextSeq(j, key.tag) && FindOp(j, key) == nullptr;
+  }
+
+  void FinishRebuild() {
+    SHOAL_CHECK(phase == Phase::kRebuild);
+    std::vector<Peer*> reporters;
+    for (auto& [conn, q] : peers) {
+      if (q.state == PeerState::kPending && q.rejoin) reporters.push_back(&q);
+    }
+    std::sort(reporters.begin(), reporters.end(),
+              [](const Peer* a, const Peer* b) { return a->arrival < b->arrival; });
+    const net::Rejoin* chosen = nullptr;
+    for (Peer* q : reporters) {
+      highest_epoch = std::max(highest_epoch, q->rejoin->epoch);
+      if (q->rejoin->committed && (!chosen || q->rejoin->epoch > chosen->epoch)) {
+        chosen = &*q->rejoin;
+      }
+    }
+    if (!chosen) {  // nobody was a committed member: start as an empty group
+      MovePhase(Phase::kEmpty);
+      RebuildRevision(reporters);
+      for (Peer* q : reporters) EndRejoin(*q);
+      return ProposeToEmptyGroup();
+    }
+    const std::uint64_t e = chosen->epoch;
+    const std::vector<PeerId> ring = chosen->members;
+    epoch = Epoch{};
+    epoch.number = e;
+    std::vector<Peer*> members;
+    PeerId missing = 0;         // first member that did not report
+    bool member_elsewhere = false;  // a member reported, but not as a member of this epoch
+    for (std::uint32_t r = 0; r < ring.size(); ++r) {
+      auto it = conn_of.find(ring[r]);
+      Peer* q = it == conn_of.end() ? nullptr : &peers.at(it->second);
+      bool in = q && q->state == PeerState::kPending && q->rejoin && q->rejoin->committed &&
+                q->rejoin->epoch == e && q->rejoin->members == ring;
+      if (in) {
+        MovePeer(*q, PeerState::kMember);
+        q->rank = r;
+        q->committed_epoch = e;
+        q->in_barrier = q->rejoin->in_barrier;
+        q->next_sync_seq = NextSeq(*q->rejoin, net::kSharedStateTag);
+        members.push_back(q);
+        epoch.members.push_back(net::Member{q->id, q->host, q->data_port});
+        epoch.conns.push_back(q->conn);
+      } else {
+        if (!q && missing == 0) missing = ring[r];
+        if (q) member_elsewhere = true;
+        epoch.members.push_back(net::Member{ring[r], "", 0});
+        epoch.conns.push_back(kNoConn);
+      }
+    }
+    // Verdicts of the ops some member has no verdict for.
+    std::set<OpKey> keys;
+    for (Peer* q : members) {
+      for (const net::RejoinOp& op : q->rejoin->ops) keys.insert(OpKey{op.tag, op.seq});
+    }
+    bool all_back = members.size() == ring.size();
+    bool unresolved = false;
+    for (const OpKey& key : keys) {
+      bool committed = false;
+      bool all_done = all_back;
+      for (Peer* q : members) {
+        const net::RejoinOp* op = FindOp(*q->rejoin, key);
+        bool at = CommittedAt(*q->rejoin, key);
+        committed = committed || at;
+        all_done = all_done && (at || (op && op->state == net::RejoinOpState::kDone));
+      }
+      if (!committed && !all_done) {
+        unresolved = true;
+        continue;
+      }
+      for (Peer* q : members) {
+        const net::RejoinOp* op = FindOp(*q->rejoin, key);
+        if (!op) continue;
+        if (op->state != net::RejoinOpState::kDone) {
+          unresolved = true;  // failed here, or not finished: it ends with the abort
+          continue;
+        }
+        Send(*q, net::OpCommit{e, key.tag, key.seq});
+        if (key.tag == net::kSharedStateTag) {
+          q->rejoin->has_revision = true;
+          q->rejoin->revision = op->revision;
+          q->rejoin->state_digest = op->digest;
+        }
+      }
+    }
+    RebuildRevision(members);
+    std::optional<net::EpochAbort> abort;
+    for (Peer* q : members) {
+      if (q->rejoin->broken && !abort) {
+        abort = net::EpochAbort{e, q->rejoin->abort_code, q->rejoin->abort_lost};
+      }
+    }
+    if (!abort && missing != 0) abort = net::EpochAbort{e, SHOAL_ERR_PEER_LOST, missing};
+    for (Peer* q : members) {
+      if (q->rejoin->fault_sent && !abort) {
+        abort = net::EpochAbort{e, q->rejoin->fault_code, q->rejoin->fault_suspect};
+      }
+    }
+    if (!abort && (member_elsewhere || unresolved)) {
+      abort = net::EpochAbort{e, SHOAL_ERR_COORDINATOR_LOST, 0};
+    }
+    if (abort && abort->code == SHOAL_OK) abort->code = SHOAL_ERR_COORDINATOR_LOST;
+    if (abort) {
+      MovePhase(Phase::kBroken);
+      epoch.abort = *abort;
+      for (Peer* q : members) Send(*q, *abort);
+    } else {
+      MovePhase(Phase::kActive);
+    }
+    for (Peer* q : reporters) {
+      if (q->state == PeerState::kMember) {
+        q->rejoin.reset();
+      } else {
+        EndRejoin(*q);
+      }
+    }
+    for (Peer* q : members) {
+      if (q->in_barrier && !epoch.barrier_open) {
+        epoch.barrier_open = true;
+        epoch.barrier_first_ms = now_ms;
+      }
+    }
+    MaybeCompleteBarrier();
+  }
+
+  // The group's revision from the reports of `holders_from`: the highest committed revision
+  // reported, held by the members at it with the most common state digest (ties: the earliest).
+  void RebuildRevision(const std::vector<Peer*>& holders_from) {
+    revision.reset();
+    revision_holders.clear();
+    std::optional<std::uint64_t> top;
+    for (const Peer* q : holders_from) {
+      if (q->rejoin->has_revision && (!top || q->rejoin->revision > *top)) {
+        top = q->rejoin->revision;
+      }
+    }
+    if (!top) return;
+    std::map<std::uint64_t, std::size_t> votes;
+    std::optional<std::uint64_t> best;
+    for (const Peer* q : holders_from) {
+      if (!q->rejoin->has_revision || q->rejoin->revision != *top) continue;
+      std::size_t v = ++votes[q->rejoin->state_digest];
+      if (!best || v > votes[*best]) best = q->rejoin->state_digest;
+    }
+    revision = top;
+    for (const Peer* q : holders_from) {
+      if (q->rejoin->has_revision && q->rejoin->revision == *top &&
+          q->rejoin->state_digest == *best) {
+        revision_holders.insert(q->id);
+      }
     }
   }
 
@@ -577,6 +897,7 @@ struct Coordinator::Impl {
 
   void ProposeToEmptyGroup() {
     SHOAL_CHECK(phase == Phase::kEmpty);
+    if (hold_until_ms && now_ms < *hold_until_ms) return;  // choice 15
     std::vector<ConnId> next = PendingInOrder();
     if (next.empty()) return;
     if (next.size() > config.max_members) next.resize(config.max_members);
@@ -907,11 +1228,13 @@ struct Coordinator::Impl {
   View MakeView() const {
     View v;
     v.epoch = epoch.number;
+    v.rebuilding = phase == Phase::kRebuild;
     v.highest_epoch = highest_epoch;
     v.revision = revision;
     v.revision_holders.assign(revision_holders.begin(), revision_holders.end());
     switch (phase) {
       case Phase::kEmpty:
+      case Phase::kRebuild:
         break;
       case Phase::kSetup:
         for (const net::Member& m : epoch.members) v.members.push_back(m.peer_id);
@@ -943,6 +1266,7 @@ Coordinator::Coordinator(Config config) : impl_(std::make_unique<Impl>(std::move
   SHOAL_CHECK(c.max_members >= 1 && c.max_members <= limits::kMembersMax);
   SHOAL_CHECK(c.max_pending >= 1 && c.max_pending <= limits::kPendingMax);
   SHOAL_CHECK(c.max_open_ops >= 1);
+  SHOAL_CHECK(c.rebuild_timeout_ms > 0);
 }
 
 Coordinator::~Coordinator() = default;

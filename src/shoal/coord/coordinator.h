@@ -36,6 +36,14 @@ struct Config {
   std::uint32_t max_members = limits::kMembersMax;
   std::uint32_t max_pending = limits::kPendingMax;
   std::uint32_t max_open_ops = 1u << 16;  // op records awaiting results in one epoch
+  // Coordinator restart (docs/protocol.md, "Coordinator restart"). A coordinator that has no group
+  // and hears from a peer of an epoch above any it knows rebuilds that group from the peers'
+  // reports; it waits at most this long for the rest of the epoch's members to report.
+  std::uint32_t rebuild_timeout_ms = 3000;
+  // For this long after the coordinator starts it proposes no new group, so that the members of
+  // a group it replaces (a restart) report before newcomers could form another one. 0: propose at
+  // once. shoal-coord sets it; the state machine's tests mostly do not.
+  std::uint32_t startup_hold_ms = 0;
 };
 
 // One thing for the shell to do.
@@ -58,6 +66,7 @@ struct View {
   std::uint64_t highest_epoch = 0;  // the highest epoch number ever proposed
   std::optional<std::uint64_t> revision;  // shared state: the group's last committed revision
   std::vector<PeerId> revision_holders;   // the members that hold it (sorted)
+  bool rebuilding = false;  // collecting the reports of a group this coordinator replaces
 };
 
 class Coordinator {

@@ -98,12 +98,88 @@ void Put(Writer& w, const Hello& m) {
   w.u64(m.peer_id);
   w.str(m.host, limits::kHostBytesMax);
   w.u16(m.data_port);
+  w.u8(m.rejoin ? 1 : 0);
+  if (!m.rejoin) return;
+  const Rejoin& j = *m.rejoin;
+  w.u64(j.epoch);
+  w.u8(j.committed ? 1 : 0);
+  w.u8(j.broken ? 1 : 0);
+  w.status(j.abort_code);
+  w.u64(j.abort_lost);
+  w.u8(j.fault_sent ? 1 : 0);
+  w.status(j.fault_code);
+  w.u64(j.fault_suspect);
+  w.u8(j.in_barrier ? 1 : 0);
+  w.u8(j.has_revision ? 1 : 0);
+  w.u64(j.revision);
+  w.u64(j.state_digest);
+  w.u32(static_cast<std::uint32_t>(j.members.size()));
+  for (PeerId id : j.members) w.u64(id);
+  w.u32(static_cast<std::uint32_t>(j.next_seq.size()));
+  for (const TagSeq& t : j.next_seq) {
+    w.u64(t.tag);
+    w.u64(t.next_seq);
+  }
+  w.u32(static_cast<std::uint32_t>(j.ops.size()));
+  for (const RejoinOp& op : j.ops) {
+    w.u64(op.tag);
+    w.u64(op.seq);
+    w.u8(static_cast<std::uint8_t>(op.state));
+    w.u64(op.revision);
+    w.u64(op.digest);
+  }
 }
 void Get(Reader& r, Hello& m) {
   m.peer_id = r.u64();
   m.host = r.str(limits::kHostBytesMax);
   m.data_port = r.u16();
   if (m.peer_id == 0) r.fail();
+  if (!r.boolean()) return;
+  Rejoin& j = m.rejoin.emplace();
+  j.epoch = r.u64();
+  j.committed = r.boolean();
+  j.broken = r.boolean();
+  j.abort_code = r.status();
+  j.abort_lost = r.u64();
+  j.fault_sent = r.boolean();
+  j.fault_code = r.status();
+  j.fault_suspect = r.u64();
+  j.in_barrier = r.boolean();
+  j.has_revision = r.boolean();
+  j.revision = r.u64();
+  j.state_digest = r.u64();
+  // Every count is checked against its limit and the bytes left before anything is allocated.
+  std::uint32_t n = r.u32();
+  if (!r.ok() || n > limits::kMembersMax || r.remaining() < std::size_t{n} * 8) return r.fail();
+  j.members.resize(n);
+  for (PeerId& id : j.members) {
+    id = r.u64();
+    if (id == 0) r.fail();
+  }
+  n = r.u32();
+  if (!r.ok() || n > limits::kTagsPerEpochMax || r.remaining() < std::size_t{n} * 16) {
+    return r.fail();
+  }
+  j.next_seq.resize(n);
+  for (TagSeq& t : j.next_seq) {
+    t.tag = r.u64();
+    t.next_seq = r.u64();
+  }
+  n = r.u32();
+  if (!r.ok() || n > limits::kOpsInFlightMax || r.remaining() < std::size_t{n} * 33) {
+    return r.fail();
+  }
+  j.ops.resize(n);
+  for (RejoinOp& op : j.ops) {
+    op.tag = r.u64();
+    op.seq = r.u64();
+    std::uint8_t state = r.u8();
+    if (state > 2) r.fail();
+    op.state = static_cast<RejoinOpState>(state > 2 ? 0 : state);
+    op.revision = r.u64();
+    op.digest = r.u64();
+  }
+  if (j.epoch == 0 && (j.committed || !j.members.empty())) r.fail();
 }
 void Put(Writer& w, const Welcome& m) {
   w.u64(m.peer_id);

@@ -19,7 +19,7 @@
 namespace shoal::net {
 
 inline constexpr std::uint32_t kMagic = 0x4c4f4853;  // "SHOL" in little-endian byte order
-inline constexpr std::uint16_t kProtocolVersion = 1;
+inline constexpr std::uint16_t kProtocolVersion = 2;  // 2: Hello carries a rejoin report
 inline constexpr std::size_t kHeaderBytes = 12;
 inline constexpr std::size_t kSegmentHeaderBytes = limits::kSegmentHeaderBytes;
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -38,11 +39,51 @@ enum class MsgType : std::uint16_t {
   kDataSegment = 33,  // hot path: not a Message; see codec.h SegmentHeader
 };
 
+// Where an op of a rejoining peer's epoch stands on that peer (Rejoin.ops).
+enum class RejoinOpState : std::uint8_t {
+  kRunning = 0,  // its part is not finished
+  kDone = 1,     // finished, OpResult sent, no verdict yet
+  kFailed = 2,   // failed locally: no verdict came within the caller's deadline and grace
+};
+struct RejoinOp {
+  std::uint64_t tag = 0;
+  std::uint64_t seq = 0;
+  RejoinOpState state = RejoinOpState::kRunning;
+  std::uint64_t revision = 0;  // a done shared-state sync: the revision its commit gives
+  std::uint64_t digest = 0;    // and this peer's state digest after it
+  bool operator==(const RejoinOp&) const = default;
+};
+struct TagSeq {
+  std::uint64_t tag = 0;
+  std::uint64_t next_seq = 0;  // the seq this peer's next op with `tag` would carry
+  bool operator==(const TagSeq&) const = default;
+};
+// What a peer that lost its coordinator knew when it lost it, sent in the Hello of its reconnection
+// so that a restarted coordinator can rebuild the group (docs/protocol.md, "Coordinator restart").
+struct Rejoin {
+  std::uint64_t epoch = 0;       // the epoch this peer was in, proposed or committed; 0: none
+  bool committed = false;        // `epoch` was committed with this peer as a member
+  std::vector<PeerId> members;   // of `epoch`, in ring order
+  bool broken = false;           // it received EpochAbort{epoch, abort_code, abort_lost}
+  shoal_status abort_code = SHOAL_OK;
+  PeerId abort_lost = 0;
+  bool fault_sent = false;       // it sent (or tried to send) EpochFault{fault_code, fault_suspect}
+  shoal_status fault_code = SHOAL_OK;
+  PeerId fault_suspect = 0;
+  bool in_barrier = false;       // it sent UpdateTopology{epoch}
+  std::vector<TagSeq> next_seq;  // every tag it used in `epoch`
+  std::vector<RejoinOp> ops;     // its ops of `epoch` without a verdict (all others committed)
+  bool has_revision = false;     // it holds the revision of a committed shared-state sync
+  std::uint64_t revision = 0;
+  std::uint64_t state_digest = 0;  // xxHash3-64 of its tensors' hashes at that revision
+  bool operator==(const Rejoin&) const = default;
+};
 // peer -> coordinator: first message on a control connection.
 struct Hello {
   PeerId peer_id = 0;
   std::string host;  // where the peer's data listener can be reached
   std::uint16_t data_port = 0;
+  std::optional<Rejoin> rejoin;  // present when the peer reconnects after losing a coordinator
 };
 // coordinator -> peer: accepted as pending.
 struct Welcome {
