@@ -41,6 +41,9 @@ typedef struct shoal_options {
   int64_t verdict_grace_ms;     /* default 2000 */
   int64_t setup_timeout_ms;     /* default 10000 */
   const char* log_level;        /* "trace".."error", "off"; default "warn" */
+  /* Coordinator loss: reconnect for this long, keeping state (0: fail at once); default 60000 */
+  int64_t reconnect_window_ms;
+  int64_t reconnect_backoff_max_ms; /* longest pause between reconnect attempts; default 500 */
 } shoal_options;
 
 typedef struct shoal_op_info {

@@ -44,6 +44,12 @@ struct Options {
   std::int64_t timeout_ms = 30000;      // default deadline of every blocking call
   std::int64_t verdict_grace_ms = 2000; // how long past a deadline to wait for the agreed outcome
   std::int64_t setup_timeout_ms = 10000;  // to open the data connections of a new epoch
+  // When the coordinator's connection drops, keep this peer's state and reconnect (with backoff,
+  // at most reconnect_backoff_max_ms between attempts) for this long; a restarted coordinator at
+  // the same address rebuilds the group from what its peers report. 0: fail every call with
+  // SHOAL_ERR_COORDINATOR_LOST at once. Calls keep their own deadlines meanwhile.
+  std::int64_t reconnect_window_ms = 60000;
+  std::int64_t reconnect_backoff_max_ms = 500;
   std::string log_level = "warn";       // trace, debug, info, warn, error, off
 };
 

@@ -13,6 +13,7 @@
 // Thread safety: none; a Swarm belongs to one test thread. Header-only. Needs SHOAL_COORD_BIN.
 #pragma once
 
+#include <algorithm>
 #include <gtest/gtest.h>
 
 #include <map>
@@ -48,7 +49,8 @@ struct Line {
 // The event lines of `text`: those whose first word is one the test peers print.
 inline std::vector<Line> ParseLines(const std::string& text) {
   static const std::set<std::string> kWords = {"READY", "MEMBER", "START", "RESULT", "LEFT",
-                                               "DONE",  "ERROR",  "SYNCSTART", "SYNC"};
+                                               "DONE",  "ERROR",  "SYNCSTART", "SYNC",
+                                               "ARSTART", "ALLREDUCE"};
   std::vector<Line> out;
   std::istringstream in(text);
   std::string raw;
@@ -83,16 +85,25 @@ class Swarm {
   // Starts the coordinator (extra_coord_args are appended to its command line). Peers are started
   // from `peer_bin`.
   explicit Swarm(std::string peer_bin, std::vector<std::string> extra_coord_args = {})
-      : peer_bin_(std::move(peer_bin)) {
-    coord_ = std::make_unique<ChildProcess>();
-    std::string port_file = dir_.path() + "/coord.port";
-    std::vector<std::string> argv = {SHOAL_COORD_BIN, "--host",      "127.0.0.1", "--port", "0",
-                                     "--port-file",   port_file,     "--log-level", "info"};
-    argv.insert(argv.end(), extra_coord_args.begin(), extra_coord_args.end());
-    Status s = coord_->Spawn(argv, dir_.path() + "/coord.out", dir_.path() + "/coord.err");
-    EXPECT_TRUE(s.ok()) << s.ToString();
-    s = ReadPortFile(port_file, Deadline::After(10000), coord_.get(), &port_);
-    EXPECT_TRUE(s.ok()) << s.ToString();
+      : peer_bin_(std::move(peer_bin)), coord_args_(std::move(extra_coord_args)) {
+    // Tests form their groups at once unless they ask for shoal-coord's startup hold.
+    if (std::find(coord_args_.begin(), coord_args_.end(), "--startup-hold-ms") ==
+        coord_args_.end()) {
+      coord_args_.insert(coord_args_.end(), {"--startup-hold-ms", "0"});
+    }
+    StartCoordinator(0);
+  }
+
+  // SIGKILLs the coordinator and waits until it is gone.
+  void KillCoordinator() {
+    auto st = coord_->Signal(SIGKILL, Deadline::After(10000));
+    EXPECT_TRUE(st.has_value()) << "shoal-coord did not die of SIGKILL";
+  }
+  // Starts a new coordinator on the same port (as a supervisor would); `extra` replaces the
+  // arguments given to the constructor when not empty.
+  void RestartCoordinator(std::vector<std::string> extra = {}) {
+    if (!extra.empty()) coord_args_ = std::move(extra);
+    StartCoordinator(port_);
   }
 
   // Starts a peer with "--coord-port P --log-level info" and `args`; returns its index.
@@ -170,14 +181,40 @@ class Swarm {
       std::string err = ReadWholeFile(ErrPath(i));
       s += err.size() > 3000 ? err.substr(err.size() - 3000) : err;
     }
-    std::string c = ReadWholeFile(dir_.path() + "/coord.err");
-    s += "--- coordinator stderr (tail)\n" + (c.size() > 3000 ? c.substr(c.size() - 3000) : c);
+    for (int k = 0; k < coord_starts_; k++) {
+      std::string c = ReadWholeFile(CoordErrPath(k));
+      s += "--- coordinator " + std::to_string(k) + " stderr (tail)\n" +
+           (c.size() > 3000 ? c.substr(c.size() - 3000) : c);
+    }
     return s;
   }
 
  private:
+  std::string CoordErrPath(int k) const {
+    return dir_.path() + "/coord" + (k == 0 ? std::string() : std::to_string(k)) + ".err";
+  }
+
+  void StartCoordinator(std::uint16_t port) {
+    int k = coord_starts_++;
+    coord_ = std::make_unique<ChildProcess>();
+    std::string port_file = dir_.path() + "/coord" + std::to_string(k) + ".port";
+    std::vector<std::string> argv = {SHOAL_COORD_BIN, "--host", "127.0.0.1",
+                                     "--port", std::to_string(port), "--port-file", port_file,
+                                     "--log-level", "info"};
+    argv.insert(argv.end(), coord_args_.begin(), coord_args_.end());
+    Status s = coord_->Spawn(argv, dir_.path() + "/coord.out", CoordErrPath(k));
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    std::uint16_t bound = 0;
+    s = ReadPortFile(port_file, Deadline::After(10000), coord_.get(), &bound);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    if (port == 0) port_ = bound;
+    EXPECT_EQ(bound, port_);
+  }
+
   TempDir dir_;
   std::string peer_bin_;
+  std::vector<std::string> coord_args_;
+  int coord_starts_ = 0;
   std::unique_ptr<ChildProcess> coord_;
   std::uint16_t port_ = 0;
   std::vector<std::unique_ptr<ChildProcess>> peers_;

@@ -8,7 +8,11 @@
 //
 // Steps: the first sync is made with the starting state; each later step applies the next update,
 // advances the revision by one and syncs. On failure (with --retry) the peer calls update_topology
-// and syncs again, at most 20 times per step.
+// and syncs again, at most 20 times per step. With --allreduce N a step trains instead: after its
+// sync, an f32[N] "gradient" made from the revision and the rank is all-reduced (retried like the
+// sync) and added to tensor 0, which must be f32; the next step's revision is one higher. The
+// content check is then off (the bytes depend on the group), and the state hashes tell whether
+// the members agree.
 //
 // Lines (space-separated key=value after a word):
 //   READY peer=<hex>
@@ -18,9 +22,13 @@
 //        state=<hex> div=<hex>|- check=ok|FAILED|- hash_ms=.. xfer_ms=.. ms=.. msg=".."
 //   (state hashes every tensor but the --divergent one; div hashes that one after a successful
 //   sync, so that a test can tell whose bytes a joiner received)
+//   ARSTART step=.. rev=..
+//   ALLREDUCE step=.. status=<code> lost=<hex> rev=.. t=.. ms=.. msg=".."
 //   DONE failures=..   /   ERROR what=..
+// t= is the monotonic clock in ms (CLOCK_MONOTONIC, the same in every process of the machine).
 #include <xxhash.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
@@ -56,6 +64,7 @@ struct Args {
   int hold_ms = 0;                // sleep before each step's sync
   int forget_at = -1;             // at this step, lose the state (zeros, revision 0) before syncing
   bool check = true;              // --no-check: skip the content check (benchmarks)
+  std::uint64_t allreduce = 0;    // train: all-reduce this many f32 per step into tensor 0
   std::string log_level = "warn";
 };
 
@@ -123,6 +132,10 @@ bool ParseLayout(const std::string& spec, std::vector<Tensor>* out) {
   return true;
 }
 
+double MsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
 bool ParseArgs(int argc, char** argv, Args* a) {
   for (int i = 1; i < argc; i++) {
     std::string k = argv[i];
@@ -145,18 +158,45 @@ bool ParseArgs(int argc, char** argv, Args* a) {
     else if (k == "--hold-ms") a->hold_ms = std::atoi(val());
     else if (k == "--forget-at") a->forget_at = std::atoi(val());
     else if (k == "--no-check") a->check = false;
+    else if (k == "--allreduce") a->allreduce = std::strtoull(val(), nullptr, 10);
     else if (k == "--log-level") a->log_level = val();
     else {
       std::fprintf(stderr, "unknown argument %s\n", k.c_str());
       return false;
     }
   }
+  if (a->allreduce > 0) a->check = false;
   return a->coord_port > 0;
 }
 
-double MsSince(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+// One training step's all-reduce (--allreduce): the gradient of this rank at `revision`, summed
+// over the group and added to tensor 0. Retried after update_topology like a sync.
+bool TrainStep(const Args& a, shoal::Communicator* comm, int step, std::uint64_t revision,
+               Tensor* t0) {
+  std::vector<float> grad(a.allreduce);
+  for (int attempt = 0;; attempt++) {
+    std::uint64_t key = revision * 7919 + comm->rank() * 104729;
+    for (std::uint64_t i = 0; i < grad.size(); i++) {
+      grad[i] = static_cast<float>(Mix(key + i) % 1000) / 1000.0f;
+    }
+    std::printf("ARSTART step=%d rev=%" PRIu64 "\n", step, revision);
+    auto t0_time = std::chrono::steady_clock::now();
+    shoal::Status s = comm->AllReduce(grad.data(), grad.data(), grad.size(), SHOAL_F32, SHOAL_SUM);
+    std::printf("ALLREDUCE step=%d status=%d lost=%016" PRIx64 " rev=%" PRIu64
+                " t=%lld ms=%.1f msg=\"%s\"\n",
+                step, s.code(), s.peer(), revision,
+                static_cast<long long>(shoal::MonotonicNowMs()), MsSince(t0_time),
+                s.ok() ? "" : s.ToString().c_str());
+    if (s.ok()) break;
+    if (!a.retry || attempt >= 20) return false;
+    shoal::mp::StepBoundary(comm, /*with_status=*/true).IgnoreError();
+  }
+  auto* w = reinterpret_cast<float*>(t0->bytes.data());
+  std::uint64_t n = std::min<std::uint64_t>(t0->count, grad.size());
+  for (std::uint64_t i = 0; i < n; i++) w[i] += 0.001f * grad[i];
+  return true;
 }
+
 
 }  // namespace
 
@@ -165,7 +205,8 @@ int main(int argc, char** argv) {
   if (!ParseArgs(argc, argv, &a)) return 64;
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   std::vector<Tensor> state;
-  if (!ParseLayout(a.layout, &state)) {
+  if (!ParseLayout(a.layout, &state) ||
+      (a.allreduce > 0 && (state.empty() || state[0].dtype != SHOAL_F32))) {
     std::printf("ERROR what=layout\n");
     return 64;
   }
@@ -200,7 +241,7 @@ int main(int argc, char** argv) {
   int failures = 0;
   for (int step = 0; step < a.steps; step++) {
     if (step > 0) {
-      ApplyUpdate(shared.revision + 1, &state, a.divergent);
+      if (a.allreduce == 0) ApplyUpdate(shared.revision + 1, &state, a.divergent);
       shared.revision += 1;
     }
     if (step == a.forget_at) {  // as if restarted without its state: it must receive everything
@@ -247,11 +288,12 @@ int main(int argc, char** argv) {
       }
       std::printf("SYNC step=%d status=%d lost=%016" PRIx64 " rev=%" PRIu64 " rx=%" PRIu64
                   " tx=%" PRIu64 " tensors=%u senders=%s state=%016" PRIx64
-                  " div=%s check=%s hash_ms=%.1f xfer_ms=%.1f ms=%.1f msg=\"%s\"\n",
+                  " div=%s check=%s hash_ms=%.1f xfer_ms=%.1f t=%lld ms=%.1f msg=\"%s\"\n",
                   step, s.code(), s.peer(), shared.revision, info.rx_bytes, info.tx_bytes,
                   info.tensors_received, senders.empty() ? "-" : senders.c_str(), state_hash,
                   div.c_str(), check,
-                  info.hash_seconds * 1000, info.transfer_seconds * 1000, ms,
+                  info.hash_seconds * 1000, info.transfer_seconds * 1000,
+                  static_cast<long long>(shoal::MonotonicNowMs()), ms,
                   s.ok() ? "" : s.ToString().c_str());
       if (s.ok()) break;
       if (!a.retry || attempt >= 20) {
@@ -259,6 +301,10 @@ int main(int argc, char** argv) {
         return 2;
       }
       shoal::mp::StepBoundary(comm.get(), /*with_status=*/true).IgnoreError();
+    }
+    if (a.allreduce > 0 && !TrainStep(a, comm.get(), step, shared.revision, &state[0])) {
+      std::printf("DONE failures=%d\n", failures);
+      return 2;
     }
     shoal::mp::StepBoundary(comm.get(), /*with_status=*/false).IgnoreError();
   }

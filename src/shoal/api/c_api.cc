@@ -59,6 +59,8 @@ void shoal_options_init(shoal_options* o) {
   o->verdict_grace_ms = 2000;
   o->setup_timeout_ms = 10000;
   o->log_level = "warn";
+  o->reconnect_window_ms = 60000;
+  o->reconnect_backoff_max_ms = 500;
 }
 
 shoal_status shoal_comm_create(const shoal_options* o, shoal_comm** out) {
@@ -75,6 +77,8 @@ shoal_status shoal_comm_create(const shoal_options* o, shoal_comm** out) {
     opt.timeout_ms = o->timeout_ms;
     opt.verdict_grace_ms = o->verdict_grace_ms;
     opt.setup_timeout_ms = o->setup_timeout_ms;
+    opt.reconnect_window_ms = o->reconnect_window_ms;
+    opt.reconnect_backoff_max_ms = o->reconnect_backoff_max_ms;
     if (o->log_level != nullptr) opt.log_level = o->log_level;
     auto c = std::make_unique<shoal_comm>();
     shoal::Status s = shoal::Communicator::Create(opt, &c->comm);

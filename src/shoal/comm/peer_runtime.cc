@@ -39,13 +39,18 @@ PeerRuntime::PeerRuntime(const Options& options)
     : options_(options),
       peer_id_(options.peer_id != 0 ? options.peer_id : RandomPeerId()),
       acceptor_(io_),
-      heartbeat_timer_(io_) {}
+      heartbeat_timer_(io_),
+      reconnect_timer_(io_) {}
 
 PeerRuntime::~PeerRuntime() { Close(); }
 
 Status PeerRuntime::Create(const Options& options, std::shared_ptr<PeerRuntime>* out) {
   if (options.timeout_ms <= 0 || options.verdict_grace_ms < 0 || options.setup_timeout_ms <= 0) {
     return Status(SHOAL_ERR_INVALID_ARGUMENT, "timeouts must be positive");
+  }
+  if (options.reconnect_window_ms < 0 || options.reconnect_backoff_max_ms <= 0) {
+    return Status(SHOAL_ERR_INVALID_ARGUMENT,
+                  "reconnect_window_ms must be >= 0 and reconnect_backoff_max_ms > 0");
   }
   if (options.data_host.size() > limits::kHostBytesMax) {
     return Status(SHOAL_ERR_INVALID_ARGUMENT, "data_host is too long");
@@ -118,11 +123,7 @@ Status PeerRuntime::Start(Deadline deadline) {
   // handlers still queued then are destroyed with io_ without running. (Capturing a shared_ptr
   // to the runtime in a handler that never runs would keep it alive forever.)
   asio::post(io_, [this] {
-    last_received_ms_ = MonotonicNowMs();
-    control_->Start(
-        [this](net::Message&& m) { OnControlMessage(std::move(m)); },
-        [this](const Status& why) { OnControlLost(why); });
-    Send(net::Hello{peer_id_, options_.data_host, data_port_});
+    OpenControl();
     AcceptNext();
     HeartbeatTick();
   });
@@ -144,6 +145,7 @@ void PeerRuntime::Close() {
         asio::error_code ec;
         acceptor_.close(ec);
         heartbeat_timer_.cancel();
+        reconnect_timer_.cancel();
         if (control_) control_->Close();
         TearDownEpoch(Status(SHOAL_ERR_CLOSED, "the communicator is closed"));
         setup_.reset();
@@ -171,6 +173,19 @@ void PeerRuntime::PublishSnapshot() {
   }
   std::lock_guard<std::mutex> lock(snapshot_mu_);
   snapshot_ = std::move(s);
+}
+
+Status PeerRuntime::RoomForOp(std::uint64_t tag) const {
+  if (epoch_.ops.size() + epoch_.failed_locally.size() >= limits::kOpsInFlightMax) {
+    return Status(SHOAL_ERR_INVALID_ARGUMENT,
+                  fmt::format("more than {} collectives in flight", limits::kOpsInFlightMax));
+  }
+  if (epoch_.next_seq.count(tag) == 0 && epoch_.next_seq.size() >= limits::kTagsPerEpochMax) {
+    return Status(SHOAL_ERR_INVALID_ARGUMENT,
+                  fmt::format("more than {} distinct tags in one epoch; call update_topology",
+                              limits::kTagsPerEpochMax));
+  }
+  return Status::Ok();
 }
 
 void PeerRuntime::Send(const net::Message& m) {
@@ -226,6 +241,7 @@ Status PeerRuntime::StartAllReduce(const collective::RingAllReduceParams& params
                     "this peer is not a member of a committed epoch; call update_topology");
     }
     if (epoch_.broken) return epoch_.abort_reason;
+    if (Status room = RoomForOp(tag); !room.ok()) return room;
     op->epoch = epoch_.number;
     op->key = collective::OpKey{tag, epoch_.next_seq[tag]++};
     collective::RingAllReduceParams p = params;
@@ -263,6 +279,7 @@ Status PeerRuntime::StartSync(std::shared_ptr<SyncJob> job, Deadline deadline,
       return Status(SHOAL_ERR_INVALID_ARGUMENT,
                     "another shared-state sync is running on this peer; syncs run one at a time");
     }
+    if (Status room = RoomForOp(net::kSharedStateTag); !room.ok()) return room;
     op->epoch = epoch_.number;
     op->key = collective::OpKey{net::kSharedStateTag, epoch_.next_seq[net::kSharedStateTag]++};
     epoch_.ops[op->key] = op;
@@ -333,14 +350,49 @@ void PeerRuntime::OnControlMessage(net::Message&& m) {
 void PeerRuntime::Unexpected(const net::Message& m) {
   OnControlLost(Status(SHOAL_ERR_PROTOCOL, std::string("the coordinator sent ") +
                                                net::MsgTypeName(net::TypeOf(m)) +
-                                               ", which it never should"));
+                                               ", which it never should"),
+                /*fatal=*/true);
 }
 
-void PeerRuntime::OnControlLost(const Status& why) {
+void PeerRuntime::OpenControl() {
+  last_received_ms_ = MonotonicNowMs();
+  control_->Start([this](net::Message&& m) { OnControlMessage(std::move(m)); },
+                  [this](const Status& why) { OnControlLost(why); });
+  awaiting_welcome_ = true;
+  net::Hello hello{peer_id_, options_.data_host, data_port_, std::nullopt};
+  if (reconnecting_) hello.rejoin = MakeRejoin();
+  Send(hello);
+}
+
+void PeerRuntime::OnControlLost(const Status& why, bool fatal) {
   if (phase_ == Phase::kClosed) return;
-  spdlog::warn("peer {}: coordinator connection lost: {}", Hex64(peer_id_), why.ToString());
-  Status reason(SHOAL_ERR_COORDINATOR_LOST, why.message());
   if (control_) control_->Close();
+  awaiting_welcome_ = false;
+  TimeMs now = MonotonicNowMs();
+  // A peer that was never welcomed has nothing to keep: Create reports the failure.
+  if (!fatal && options_.reconnect_window_ms > 0 && phase_ != Phase::kConnecting) {
+    if (!reconnecting_) {
+      reconnecting_ = true;
+      lost_ms_ = now;
+      reconnect_deadline_ms_ = now + options_.reconnect_window_ms;
+      reconnect_attempts_ = 0;
+      spdlog::warn("peer {}: coordinator connection lost: {}; reconnecting for up to {} ms",
+                   Hex64(peer_id_), why.ToString(), options_.reconnect_window_ms);
+    } else {
+      spdlog::debug("peer {}: reconnect attempt failed: {}", Hex64(peer_id_), why.ToString());
+    }
+    if (now < reconnect_deadline_ms_) {
+      ScheduleReconnect();
+      return;
+    }
+  }
+  Status reason(SHOAL_ERR_COORDINATOR_LOST,
+                reconnecting_ ? fmt::format("no coordinator for {} ms (last error: {})",
+                                            now - lost_ms_, why.message())
+                              : why.message());
+  reconnecting_ = false;
+  reconnect_timer_.cancel();
+  spdlog::warn("peer {}: coordinator lost: {}", Hex64(peer_id_), reason.message());
   closed_reason_ = reason;
   phase_ = Phase::kClosed;
   TearDownEpoch(reason);
@@ -351,23 +403,123 @@ void PeerRuntime::OnControlLost(const Status& why) {
 }
 
 void PeerRuntime::Handle(const net::Welcome& m) {
-  if (phase_ != Phase::kConnecting || m.peer_id != peer_id_) {
+  if (!awaiting_welcome_ || m.peer_id != peer_id_) {
     Unexpected(m);
     return;
   }
-  phase_ = Phase::kPending;
+  awaiting_welcome_ = false;
+  if (phase_ == Phase::kConnecting) phase_ = Phase::kPending;
   if (m.heartbeat_interval_ms > 0) heartbeat_interval_ms_ = m.heartbeat_interval_ms;
   if (m.heartbeat_timeout_ms > 0) heartbeat_timeout_ms_ = m.heartbeat_timeout_ms;
-  spdlog::info("peer {}: welcomed by the coordinator", Hex64(peer_id_));
+  if (reconnecting_) {
+    reconnecting_ = false;
+    spdlog::warn("peer {}: reconnected to the coordinator after {} ms", Hex64(peer_id_),
+                 MonotonicNowMs() - lost_ms_);
+  } else {
+    spdlog::info("peer {}: welcomed by the coordinator", Hex64(peer_id_));
+  }
   welcome_->Set(Status::Ok());
 }
 
 void PeerRuntime::Handle(const net::Reject& m) {
   Status s(m.code == SHOAL_OK ? SHOAL_ERR_REJECTED : m.code,
            "the coordinator refused this peer: " + m.reason);
+  if (reconnecting_) {  // e.g. the old connection is still open there: try again
+    OnControlLost(s);
+    return;
+  }
   welcome_->Set(s);
-  OnControlLost(s);
+  OnControlLost(s, /*fatal=*/true);
   closed_reason_ = s;
+}
+
+void PeerRuntime::ScheduleReconnect() {
+  // Exponential backoff from 25 ms, capped, with jitter so that a group does not reconnect in
+  // lockstep.
+  static thread_local std::minstd_rand jitter(std::random_device{}());
+  std::int64_t base = std::min<std::int64_t>(options_.reconnect_backoff_max_ms,
+                                             std::int64_t{25} << std::min(reconnect_attempts_, 16u));
+  reconnect_attempts_++;
+  std::int64_t delay = base / 2 + static_cast<std::int64_t>(jitter() % (base / 2 + 1));
+  reconnect_timer_.expires_after(std::chrono::milliseconds(delay));
+  reconnect_timer_.async_wait([this](const asio::error_code& ec) {
+    if (!ec) TryReconnect();
+  });
+}
+
+void PeerRuntime::TryReconnect() {
+  if (phase_ == Phase::kClosed || !reconnecting_) return;
+  auto socket = std::make_shared<asio::ip::tcp::socket>(io_);
+  auto resolver = std::make_shared<asio::ip::tcp::resolver>(io_);
+  // One attempt may take at most this long (a coordinator host that drops packets).
+  auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(std::max<
+      std::int64_t>(1, std::min<std::int64_t>(2000, reconnect_deadline_ms_ - MonotonicNowMs()))));
+  timer->async_wait([socket](const asio::error_code& ec) {
+    asio::error_code ignored;
+    if (!ec) socket->close(ignored);
+  });
+  resolver->async_resolve(
+      options_.coordinator_host, std::to_string(options_.coordinator_port),
+      [this, socket, resolver, timer](const asio::error_code& ec,
+                                      asio::ip::tcp::resolver::results_type results) {
+        if (phase_ == Phase::kClosed || !reconnecting_) return;
+        if (ec) {
+          timer->cancel();
+          return OnControlLost(Status(SHOAL_ERR_COORDINATOR_LOST, "resolve: " + ec.message()));
+        }
+        asio::async_connect(*socket, results, [this, socket, timer](const asio::error_code& ec,
+                                                                    const auto&) {
+          timer->cancel();
+          if (phase_ == Phase::kClosed || !reconnecting_) return;
+          if (ec) {
+            return OnControlLost(Status(SHOAL_ERR_COORDINATOR_LOST, "connect: " + ec.message()));
+          }
+          net::TuneSocket(*socket);
+          control_ = std::make_shared<net::FramedConnection>(
+              std::move(*socket), limits::kSyncPayloadBytesMax, kControlWriteQueueBytesMax);
+          OpenControl();
+        });
+      });
+}
+
+// What this peer knew when it lost the coordinator (docs/protocol.md, "Coordinator restart").
+net::Rejoin PeerRuntime::MakeRejoin() const {
+  net::Rejoin j;
+  if (phase_ == Phase::kMember || phase_ == Phase::kSettingUp) {
+    j.epoch = epoch_.number;
+    j.committed = phase_ == Phase::kMember && epoch_.committed;
+    for (const net::Member& m : epoch_.members) j.members.push_back(m.peer_id);
+    j.broken = epoch_.broken;
+    if (epoch_.broken) {
+      j.abort_code = epoch_.abort_reason.code();
+      j.abort_lost = epoch_.abort_reason.peer();
+    }
+    if (epoch_.fault) {
+      j.fault_sent = true;
+      j.fault_code = epoch_.fault->first;
+      j.fault_suspect = epoch_.fault->second;
+    }
+    j.in_barrier = epoch_.barrier_sent;
+    for (const auto& [tag, next] : epoch_.next_seq) j.next_seq.push_back(net::TagSeq{tag, next});
+    for (const auto& [key, op] : epoch_.ops) {
+      net::RejoinOp r{key.tag, key.seq, net::RejoinOpState::kRunning, 0, 0};
+      if (op->locally_done) {
+        r.state = net::RejoinOpState::kDone;
+        if (op->sync) {
+          r.revision = op->sync->elected_revision;
+          r.digest = op->sync->digest_after;
+        }
+      }
+      j.ops.push_back(r);
+    }
+    for (const collective::OpKey& key : epoch_.failed_locally) {
+      j.ops.push_back(net::RejoinOp{key.tag, key.seq, net::RejoinOpState::kFailed, 0, 0});
+    }
+  }
+  j.has_revision = held_revision_.has_value();
+  j.revision = held_revision_.value_or(0);
+  j.state_digest = held_digest_;
+  return j;
 }
 
 void PeerRuntime::Handle(const net::TopologyUnchanged& m) {
@@ -449,7 +601,8 @@ void PeerRuntime::Handle(const net::EpochCommit& m) {
   std::uint32_t n = static_cast<std::uint32_t>(epoch_.members.size());
   if (n > 1) {
     if (setup_->out_ready != setup_->out.size() || setup_->in_ready != setup_->in.size()) {
-      OnControlLost(Status(SHOAL_ERR_PROTOCOL, "epoch committed before this peer was ready"));
+      OnControlLost(Status(SHOAL_ERR_PROTOCOL, "epoch committed before this peer was ready"),
+                    /*fatal=*/true);
       return;
     }
     std::vector<asio::ip::tcp::socket> out, in;
@@ -478,8 +631,13 @@ void PeerRuntime::Handle(const net::OpCommit& m) {
   auto it = epoch_.ops.find(collective::OpKey{m.tag, m.seq});
   if (it == epoch_.ops.end()) return;  // already failed locally (force-failed)
   if (!it->second->locally_done) {
-    OnControlLost(Status(SHOAL_ERR_PROTOCOL, "commit of an op this peer had not finished"));
+    OnControlLost(Status(SHOAL_ERR_PROTOCOL, "commit of an op this peer had not finished"),
+                  /*fatal=*/true);
     return;
+  }
+  if (it->second->sync) {
+    held_revision_ = it->second->sync->elected_revision;
+    held_digest_ = it->second->sync->digest_after;
   }
   it->second->completion.Set(Status::Ok());
   epoch_.ops.erase(it);
@@ -558,6 +716,7 @@ void PeerRuntime::SendFault(PeerId suspect, shoal_status code, const std::string
                             collective::OpKey op) {
   if (epoch_.fault_sent || epoch_.broken || !epoch_.committed) return;
   epoch_.fault_sent = true;
+  epoch_.fault = std::make_pair(code, suspect);
   net::EpochFault f;
   f.epoch = epoch_.number;
   f.suspect = suspect;
@@ -605,17 +764,20 @@ void PeerRuntime::ForceFail(std::shared_ptr<OpRequest> op, const Status& status)
   if (op->completion.done()) return;
   if (op->epoch == epoch_.number) StopDataPlane(status);
   op->completion.Set(status);
-  epoch_.ops.erase(op->key);
+  if (op->epoch == epoch_.number && epoch_.ops.erase(op->key) != 0) {
+    epoch_.failed_locally.insert(op->key);
+  }
 }
 
 void PeerRuntime::HeartbeatTick() {
   if (phase_ == Phase::kClosed) return;
   TimeMs now = MonotonicNowMs();
-  if (now - last_received_ms_ > heartbeat_timeout_ms_) {
+  bool connected = control_ && !control_->closed();
+  if (connected && now - last_received_ms_ > heartbeat_timeout_ms_) {
     OnControlLost(Status(SHOAL_ERR_COORDINATOR_LOST,
                          fmt::format("nothing from the coordinator for {} ms", now - last_received_ms_)));
-    return;
   }
+  if (phase_ == Phase::kClosed) return;
   Send(net::Heartbeat{});
   heartbeat_timer_.expires_after(std::chrono::milliseconds(heartbeat_interval_ms_));
   heartbeat_timer_.async_wait([this](const asio::error_code& ec) {

@@ -46,6 +46,7 @@ struct SyncJob {
   std::set<PeerId> in_waiting;   // io thread: senders likewise
   // Results.
   std::uint64_t elected_revision = 0;
+  std::uint64_t digest_after = 0;  // io thread: the state digest if this sync commits
   std::uint32_t tensors_received = 0;
   std::map<PeerId, std::uint64_t> received;
   std::uint64_t sent_bytes = 0;
@@ -122,10 +123,12 @@ class PeerRuntime {
     bool broken = false;
     Status abort_reason;
     bool fault_sent = false;
+    std::optional<std::pair<shoal_status, PeerId>> fault;  // the fault this peer sent, if any
     bool barrier_sent = false;
     std::shared_ptr<collective::RingEngine> engine;
     std::map<std::uint64_t, std::uint64_t> next_seq;  // per tag
     std::map<collective::OpKey, std::shared_ptr<OpRequest>> ops;
+    std::set<collective::OpKey> failed_locally;  // ops that ended without a verdict (ForceFail)
     std::map<PeerId, Link> links_out;  // transfer links this peer opened, by receiver
     std::map<PeerId, Link> links_in;   // transfer links opened to this peer, by sender
     std::shared_ptr<OpRequest> sync;   // the shared-state sync in flight, if any
@@ -136,7 +139,15 @@ class PeerRuntime {
 
   // io thread only, below.
   void OnControlMessage(net::Message&& m);
-  void OnControlLost(const Status& why);
+  // Starts reading `control_` and says Hello (with a rejoin report when reconnecting).
+  void OpenControl();
+  // The control connection ended. Unless `fatal` (the coordinator broke the protocol) or the
+  // reconnect window is over or disabled, the peer keeps its state and reconnects with backoff;
+  // otherwise every call fails with COORDINATOR_LOST.
+  void OnControlLost(const Status& why, bool fatal = false);
+  void ScheduleReconnect();
+  void TryReconnect();
+  net::Rejoin MakeRejoin() const;
   void Handle(const net::Welcome& m);
   void Handle(const net::Reject& m);
   void Handle(const net::TopologyUnchanged& m);
@@ -175,6 +186,7 @@ class PeerRuntime {
   void OnEngineFault(std::uint64_t epoch, const Status& why);
   void OnOpDone(std::uint64_t epoch, collective::OpKey key);
   Status CheckPlan(const net::SyncPlan& plan, const SyncJob& job) const;
+  static std::uint64_t StateDigest(const SyncJob& job, const net::SyncPlan& plan);
   void OnTransferDone(std::uint64_t epoch, std::shared_ptr<OpRequest> op);
   void OpenTransferLink(PeerId to);
   void HandLinks();
@@ -186,6 +198,8 @@ class PeerRuntime {
   void HeartbeatTick();
   void PublishSnapshot();
   void Send(const net::Message& m);
+  // Whether one more op with `tag` fits the limits that keep a rejoin report bounded.
+  Status RoomForOp(std::uint64_t tag) const;
 
   const Options options_;
   PeerId peer_id_ = 0;
@@ -199,6 +213,17 @@ class PeerRuntime {
   TimeMs last_received_ms_ = 0;
   std::uint32_t heartbeat_interval_ms_ = 250;
   std::uint32_t heartbeat_timeout_ms_ = 3000;
+  bool awaiting_welcome_ = false;  // Hello sent on the current control connection, no Welcome yet
+  // Coordinator loss: reconnecting until reconnect_deadline_ms_ (docs/protocol.md, "Coordinator
+  // restart").
+  bool reconnecting_ = false;
+  TimeMs lost_ms_ = 0;
+  TimeMs reconnect_deadline_ms_ = 0;
+  std::uint32_t reconnect_attempts_ = 0;
+  asio::steady_timer reconnect_timer_;
+  // Shared state: the revision of the last sync that committed here, and the state digest then.
+  std::optional<std::uint64_t> held_revision_;
+  std::uint64_t held_digest_ = 0;
 
   // io thread state.
   Phase phase_ = Phase::kConnecting;

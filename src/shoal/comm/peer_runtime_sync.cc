@@ -11,6 +11,7 @@
 #include <tuple>
 #include <utility>
 
+#include "shoal/common/hash.h"
 #include "shoal/common/hex.h"
 
 namespace shoal::comm {
@@ -24,7 +25,8 @@ void PeerRuntime::Handle(const net::SyncPlan& m) {
   std::shared_ptr<OpRequest> op = it->second;
   SyncJob& job = *op->sync;
   if (job.transfer) {
-    OnControlLost(Status(SHOAL_ERR_PROTOCOL, "a second plan for one shared-state sync"));
+    OnControlLost(Status(SHOAL_ERR_PROTOCOL, "a second plan for one shared-state sync"),
+                  /*fatal=*/true);
     return;
   }
   if (m.code != SHOAL_OK) {  // refused: the coordinator decided, nobody waits for this peer
@@ -34,11 +36,12 @@ void PeerRuntime::Handle(const net::SyncPlan& m) {
     return;
   }
   if (Status valid = CheckPlan(m, job); !valid.ok()) {
-    OnControlLost(valid);
+    OnControlLost(valid, /*fatal=*/true);
     return;
   }
   job.plan_ms = MonotonicNowMs();
   job.elected_revision = m.revision;
+  job.digest_after = StateDigest(job, m);
   job.tensors_received = static_cast<std::uint32_t>(m.expect.size());
   std::uint64_t rx_bytes = 0, tx_bytes = 0;
   for (const net::TransferPiece& x : m.recvs) rx_bytes += x.bytes;
@@ -77,6 +80,15 @@ void PeerRuntime::Handle(const net::SyncPlan& m) {
     if (epoch_.links_out.find(to) == epoch_.links_out.end()) OpenTransferLink(to);
   }
   HandLinks();
+}
+
+// The digest of this peer's state once `plan` is carried out: xxHash3 of the tensors' hashes in
+// order, the received ones replaced by the hashes the plan expects.
+std::uint64_t PeerRuntime::StateDigest(const SyncJob& job, const net::SyncPlan& plan) {
+  std::vector<std::uint64_t> hashes;
+  for (const net::TensorReport& t : job.tensors) hashes.push_back(t.hash);
+  for (const net::ExpectedHash& e : plan.expect) hashes.at(e.tensor) = e.hash;
+  return ContentHash(hashes.data(), hashes.size() * sizeof(std::uint64_t));
 }
 
 // The plan comes from the coordinator, but it decides what this peer reads into user memory, so
