@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: installs the Debian packages it needs, builds shoal, and runs the local swarm demo
 # (tools/demo): a coordinator and 4 peers on 127.0.0.1 training a shared model (sync, all-reduce,
-# update) while one peer is killed and another joins and receives the model. Extra arguments go to shoal-swarm (see `shoal-swarm --help`).
+# update) while one peer is killed, the coordinator is killed and restarted, and another peer joins
+# and receives the model. Extra arguments go to shoal-swarm (see `shoal-swarm --help`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/install-deps.sh

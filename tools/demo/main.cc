@@ -1,6 +1,7 @@
 // shoal-swarm: the main demo. A coordinator and a swarm of peers on 127.0.0.1 train step after step
-// while the driver injects churn: it SIGKILLs one peer in the middle of the run, later starts a new
-// one that joins at a step boundary, and finally stops everyone (they leave cleanly). Each step is
+// while the driver injects churn: it SIGKILLs one peer in the middle of the run, then SIGKILLs the
+// coordinator and starts a new one on the same port (the peers rebuild the group in it), later
+// starts a new peer that joins at a step boundary, and finally stops everyone (they leave cleanly). Each step is
 // update_topology, a sync of the shared model (a joiner receives it there, from several members at
 // once), an all-reduce of the step's gradient, and the same update of the model on every member.
 // Every peer narrates what it sees; at the end the driver checks the promises from the peers'
@@ -9,7 +10,8 @@
 // successful retry, the model bit-identical on every member at every revision, and the joiner
 // given the whole model. Exit 0 only if all hold.
 //
-//   shoal-swarm                      4 peers, 16 MiB all-reduces, kill at 3 s, join at 6 s, stop at 10 s
+//   shoal-swarm                      4 peers, 16 MiB all-reduces, kill at 3 s, coordinator kill at
+//                                    4.5 s, join at 6 s, stop at 10 s
 //   shoal-swarm --peers 6 --mib 64 --kill-at 2 --join-at 5 --stop-at 12
 #include <fmt/format.h>
 #include <xxhash.h>
@@ -162,8 +164,8 @@ struct Result {
 // `model_bytes` is the size of the shared model; with `expect_joiner`, some peer must have received
 // all of it in one sync.
 bool Verify(const std::vector<std::string>& records, int killed, shoal::TimeMs killed_ms,
-            std::uint64_t model_bytes, bool expect_joiner) {
-  std::vector<long long> to_error_ms, to_success_ms;
+            shoal::TimeMs coord_restart_ms, std::uint64_t model_bytes, bool expect_joiner) {
+  std::vector<long long> to_error_ms, to_success_ms, restart_to_success_ms;
   std::pair<std::uint64_t, int> killed_next{0, -1};  // the op after the killed peer's last record
   std::map<std::pair<std::uint64_t, int>, std::set<std::string>> hashes, failures;
   std::map<std::pair<std::uint64_t, int>, unsigned> reporters, members;
@@ -174,6 +176,8 @@ bool Verify(const std::vector<std::string>& records, int killed, shoal::TimeMs k
     std::ifstream in(records[p]);
     std::string word;
     long long error_ms = -1, success_ms = -1;  // this peer, after the kill
+    long long restart_success_ms = -1;         // this peer, after the coordinator's restart
+    bool member_before_restart = false;        // (joiners after the restart do not count)
     while (in >> word) {
       if (word == "ID") {
         in >> word;
@@ -203,6 +207,10 @@ bool Verify(const std::vector<std::string>& records, int killed, shoal::TimeMs k
         reporters[key]++;
         members[key] = r.n;
         if (error_ms >= 0 && success_ms < 0) success_ms = r.t_ms - killed_ms;
+        if (coord_restart_ms > 0 && r.t_ms < coord_restart_ms) member_before_restart = true;
+        if (member_before_restart && r.t_ms >= coord_restart_ms && restart_success_ms < 0) {
+          restart_success_ms = r.t_ms - coord_restart_ms;
+        }
       } else {
         failed++;
         failures[key].insert(std::to_string(r.status) + "/" + r.lost);
@@ -211,6 +219,7 @@ bool Verify(const std::vector<std::string>& records, int killed, shoal::TimeMs k
     }
     if (error_ms >= 0) to_error_ms.push_back(error_ms);
     if (success_ms >= 0) to_success_ms.push_back(success_ms);
+    if (restart_success_ms >= 0) restart_to_success_ms.push_back(restart_success_ms);
   }
   int diverged = 0, partial = 0, disagreed = 0;
   for (auto& [key, set] : hashes) {
@@ -235,6 +244,11 @@ bool Verify(const std::vector<std::string>& records, int killed, shoal::TimeMs k
     std::printf("after the SIGKILL: survivors' error at %s; their next successful all-reduce at %s\n",
                 list(to_error_ms).c_str(), list(to_success_ms).c_str());
   }
+  if (coord_restart_ms > 0) {
+    std::printf("after the coordinator's SIGKILL and restart: the members' next successful "
+                "all-reduce at %s after the new coordinator started\n",
+                list(restart_to_success_ms).c_str());
+  }
   int model_diverged = 0;
   for (auto& [revision, set] : models) model_diverged += set.size() != 1;
   std::printf("shared model: %zu revisions, %d with differing bits across members; the most one "
@@ -251,13 +265,16 @@ bool Verify(const std::vector<std::string>& records, int killed, shoal::TimeMs k
 int main(int argc, char** argv) {
   CLI::App app{"shoal-swarm: a local swarm of peers with churn (see the file header)"};
   int peers = 4;
-  double mib = 16, kill_at_s = 3, join_at_s = 6, stop_at_s = 10;
+  double mib = 16, kill_at_s = 3, coord_kill_at_s = 4.5, join_at_s = 6, stop_at_s = 10;
   std::string coord_bin;
   bool peer_mode = false;
   PeerArgs pa;
   app.add_option("--peers", peers, "peers at the start")->check(CLI::Range(2, 16));
   app.add_option("--mib", mib, "all-reduce size in MiB (f32)")->check(CLI::Range(0.001, 1024.0));
   app.add_option("--kill-at", kill_at_s, "seconds until one peer is SIGKILLed (0: never)");
+  app.add_option("--coord-kill-at", coord_kill_at_s,
+                 "seconds until the coordinator is SIGKILLed and restarted 300 ms later on the "
+                 "same port (0: never)");
   app.add_option("--join-at", join_at_s, "seconds until a new peer is started (0: never)");
   app.add_option("--stop-at", stop_at_s, "seconds until everyone is stopped");
   app.add_option("--coord-bin", coord_bin, "path of shoal-coord (default: next to this program)");
@@ -288,7 +305,7 @@ int main(int argc, char** argv) {
   auto at = [&](double s) { return start + std::chrono::milliseconds(static_cast<long>(s * 1000)); };
   std::string port_file = dir.path() + "/coord.port";
   pid_t coord_pid;
-  if (!sup.Spawn({"coordinator", {coord_bin, "--port", "0", "--port-file", port_file, "--log-level", "warn"}, "", dir.path() + "/coord.log"}, &coord_pid, &error)) {
+  if (!sup.Spawn({"coordinator", {coord_bin, "--port", "0", "--port-file", port_file, "--log-level", "warn", "--startup-hold-ms", "0"}, "", dir.path() + "/coord.log"}, &coord_pid, &error)) {
     std::fprintf(stderr, "%s\n", error.c_str());
     return 2;
   }
@@ -323,8 +340,24 @@ int main(int argc, char** argv) {
     if (!start_peer("peer" + std::to_string(i), false)) return 2;
   }
   bool killed = kill_at_s <= 0, joined = join_at_s <= 0;
-  shoal::TimeMs killed_ms = 0;
+  bool coord_killed = coord_kill_at_s <= 0, coord_restarted = coord_killed;
+  shoal::TimeMs killed_ms = 0, coord_restart_ms = 0;
   while (Clock::now() < at(stop_at_s)) {
+    if (!coord_killed && Clock::now() >= at(coord_kill_at_s)) {
+      std::printf("driver  >>> SIGKILL the coordinator (pid %d); a new one starts on port %d in "
+                  "300 ms, as a supervisor would start it\n", coord_pid, port);
+      ::kill(coord_pid, SIGKILL);
+      coord_killed = true;
+    }
+    if (!coord_restarted && Clock::now() >= at(coord_kill_at_s + 0.3)) {
+      // The peers rebuild the group in the new coordinator from what they report.
+      if (!sup.Spawn({"coordinator", {coord_bin, "--port", std::to_string(port), "--log-level", "warn"}, "", dir.path() + "/coord2.log"}, &coord_pid, &error)) {
+        std::fprintf(stderr, "%s\n", error.c_str());
+        return 2;
+      }
+      coord_restart_ms = shoal::MonotonicNowMs();
+      coord_restarted = true;
+    }
     if (!killed && Clock::now() >= at(kill_at_s)) {
       std::printf("driver  >>> SIGKILL peer1 (pid %d) in the middle of the run\n", pids[1]);
       ::kill(pids[1], SIGKILL);
@@ -338,6 +371,8 @@ int main(int argc, char** argv) {
     }
     double next = stop_at_s;
     if (!killed) next = std::min(next, kill_at_s);
+    if (!coord_killed) next = std::min(next, coord_kill_at_s);
+    if (!coord_restarted) next = std::min(next, coord_kill_at_s + 0.3);
     if (!joined) next = std::min(next, join_at_s);
     Supervisor::Event ev = sup.Wait(at(next));
     if (ev == Supervisor::Event::kInterrupted) break;
@@ -348,8 +383,8 @@ int main(int argc, char** argv) {
   }
   for (pid_t pid : pids) sup.Stop(pid, std::chrono::milliseconds(20000));  // waits; SIGKILL late
   sup.StopAll(std::chrono::milliseconds(5000));                              // the coordinator
-  bool good = Verify(records, killed_ms > 0 ? 1 : -1, killed_ms, count * sizeof(float),
-                     join_at_s > 0 && join_at_s < stop_at_s);
+  bool good = Verify(records, killed_ms > 0 ? 1 : -1, killed_ms, coord_restart_ms,
+                     count * sizeof(float), join_at_s > 0 && join_at_s < stop_at_s);
   std::printf("%s\n", good ? "PASS: every result exact and bit-identical on all members; every "
                              "failure agreed by all survivors; the model identical everywhere and "
                              "the joiner given all of it"
