@@ -44,6 +44,7 @@ typedef struct shoal_options {
   /* Coordinator loss: reconnect for this long, keeping state (0: fail at once); default 60000 */
   int64_t reconnect_window_ms;
   int64_t reconnect_backoff_max_ms; /* longest pause between reconnect attempts; default 500 */
+  const char* secret;            /* group secret (NUL-terminated), NULL or "" = none; default NULL */
 } shoal_options;
 
 typedef struct shoal_op_info {

@@ -51,6 +51,10 @@ struct Options {
   std::int64_t reconnect_window_ms = 60000;
   std::int64_t reconnect_backoff_max_ms = 500;
   std::string log_level = "warn";       // trace, debug, info, warn, error, off
+  // The group secret, if the coordinator has one (shoal-coord --secret-file): every connection,
+  // to the coordinator and between peers, proves it with HMAC-SHA256 before anything else. A
+  // wrong or missing secret fails Create with SHOAL_ERR_AUTH.
+  std::string secret;
 };
 
 struct CollectiveOptions {

@@ -33,11 +33,13 @@ inline Status StepBoundary(Communicator* comm, bool with_status) {
 // Creates the peer's communicator and prints "READY peer=<hex>", or "ERROR what=create ..." and
 // returns null.
 inline std::unique_ptr<Communicator> CreatePeer(int coord_port, std::int64_t timeout_ms,
-                                                const std::string& log_level) {
+                                                const std::string& log_level,
+                                                const std::string& secret = "") {
   Options opt;
   opt.coordinator_port = static_cast<std::uint16_t>(coord_port);
   opt.timeout_ms = timeout_ms;
   opt.log_level = log_level;
+  opt.secret = secret;
   std::unique_ptr<Communicator> comm;
   Status s = Communicator::Create(opt, &comm);
   if (!s.ok()) {

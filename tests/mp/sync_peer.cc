@@ -66,6 +66,7 @@ struct Args {
   bool check = true;              // --no-check: skip the content check (benchmarks)
   std::uint64_t allreduce = 0;    // train: all-reduce this many f32 per step into tensor 0
   std::string log_level = "warn";
+  std::string secret;             // the group secret, if the coordinator has one
 };
 
 struct Tensor {
@@ -160,6 +161,7 @@ bool ParseArgs(int argc, char** argv, Args* a) {
     else if (k == "--no-check") a->check = false;
     else if (k == "--allreduce") a->allreduce = std::strtoull(val(), nullptr, 10);
     else if (k == "--log-level") a->log_level = val();
+    else if (k == "--secret") a->secret = val();
     else {
       std::fprintf(stderr, "unknown argument %s\n", k.c_str());
       return false;
@@ -211,7 +213,7 @@ int main(int argc, char** argv) {
     return 64;
   }
   std::unique_ptr<shoal::Communicator> comm =
-      shoal::mp::CreatePeer(a.coord_port, a.timeout_ms, a.log_level);
+      shoal::mp::CreatePeer(a.coord_port, a.timeout_ms, a.log_level, a.secret);
   if (!comm) return 1;
   shoal::Status s;
 

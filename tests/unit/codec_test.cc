@@ -129,6 +129,26 @@ ByteVec SpecPayloadOf(const Hello& m) {
   }
   return b.get();
 }
+template <std::size_t N>
+void SpecBytes(Bytes& b, const std::array<std::uint8_t, N>& a) {
+  for (std::uint8_t x : a) b.u8(x);
+}
+ByteVec SpecPayloadOf(const AuthHello& m) {
+  Bytes b;
+  SpecBytes(b, m.nonce);
+  return b.get();
+}
+ByteVec SpecPayloadOf(const AuthChallenge& m) {
+  Bytes b;
+  SpecBytes(b, m.nonce);
+  SpecBytes(b, m.proof);
+  return b.get();
+}
+ByteVec SpecPayloadOf(const AuthProof& m) {
+  Bytes b;
+  SpecBytes(b, m.proof);
+  return b.get();
+}
 ByteVec SpecPayloadOf(const Welcome& m) {
   return Bytes().u64(m.peer_id).u32(m.heartbeat_interval_ms).u32(m.heartbeat_timeout_ms).get();
 }
@@ -253,6 +273,9 @@ auto Fields(const Error& m) { return std::tie(m.code, m.reason); }
 auto Fields(const DataHello& m) {
   return std::tie(m.epoch, m.from, m.to, m.stream_index, m.stream_count, m.kind);
 }
+auto Fields(const AuthHello& m) { return std::tie(m.nonce); }
+auto Fields(const AuthChallenge& m) { return std::tie(m.nonce, m.proof); }
+auto Fields(const AuthProof& m) { return std::tie(m.proof); }
 auto Fields(const SyncReport& m) { return std::tie(m.epoch, m.seq, m.revision, m.tensors); }
 auto Fields(const SyncPlan& m) {
   return std::tie(m.epoch, m.seq, m.code, m.reason, m.revision, m.expect, m.recvs, m.sends);
@@ -370,6 +393,14 @@ std::vector<Sample> Samples() {
     s.push_back({"HelloRejoin", Hello{9, "10.0.0.9", 4000, j}});
     s.push_back({"HelloRejoinPending", Hello{9, "h", 4000, Rejoin{}}});
   }
+  {
+    AuthChallenge c;
+    for (std::size_t i = 0; i < c.nonce.size(); i++) c.nonce[i] = static_cast<std::uint8_t>(i);
+    for (std::size_t i = 0; i < c.proof.size(); i++) c.proof[i] = static_cast<std::uint8_t>(255 - i);
+    s.push_back({"AuthHello", AuthHello{c.nonce}});
+    s.push_back({"AuthChallenge", c});
+    s.push_back({"AuthProof", AuthProof{c.proof}});
+  }
   s.push_back({"Welcome", Welcome{0xfedcba9876543210ull, 250, 0x80000001u}});
   s.push_back({"Reject", Reject{SHOAL_ERR_AUTH, "wrong group secret"}});
   s.push_back({"RejectEmpty", Reject{SHOAL_OK, ""}});
@@ -483,8 +514,8 @@ std::vector<std::size_t> CutLengths(std::size_t size) {
 }
 
 // Control types are numbered 1 to kLastControlType without gaps; DataHello and DataSegment follow.
-constexpr std::uint16_t kLastControlType = static_cast<std::uint16_t>(MsgType::kSyncPlan);
-static_assert(kLastControlType == 18);
+constexpr std::uint16_t kLastControlType = static_cast<std::uint16_t>(MsgType::kAuthProof);
+static_assert(kLastControlType == 21);
 // The status codes the codec accepts; the two newest are named so that their wire values are fixed.
 static_assert(SHOAL_ERR_INTEGRITY == 15 && SHOAL_ERR_REVISION == 16 && SHOAL_STATUS_COUNT == 17);
 
@@ -767,6 +798,10 @@ TEST(CodecTest, TypeNames) {
   EXPECT_STREQ(MsgTypeName(MsgType::kSyncPlan), "SyncPlan");
   EXPECT_EQ(static_cast<int>(MsgType::kSyncReport), 17);
   EXPECT_EQ(static_cast<int>(MsgType::kSyncPlan), 18);
+  EXPECT_EQ(static_cast<int>(MsgType::kAuthHello), 19);
+  EXPECT_EQ(static_cast<int>(MsgType::kAuthChallenge), 20);
+  EXPECT_EQ(static_cast<int>(MsgType::kAuthProof), 21);
+  EXPECT_STREQ(MsgTypeName(MsgType::kAuthChallenge), "AuthChallenge");
   EXPECT_STREQ(MsgTypeName(static_cast<MsgType>(999)), "unknown");
   for (const Sample& s : Samples()) EXPECT_STRNE(MsgTypeName(TypeOf(s.message)), "unknown");
 }
@@ -955,7 +990,7 @@ TEST(CodecCorruptionTest, WrongVersion) {
 }
 
 TEST(CodecCorruptionTest, UnknownType) {
-  for (std::uint16_t type : {0, 19, 20, 31, 34, 0x0100, 0xffff}) {
+  for (std::uint16_t type : {0, 22, 23, 31, 34, 0x0100, 0xffff}) {
     ByteVec frame = FrameWithType(type, {});
     ExpectProtocolError(frame, "type " + std::to_string(type));
     FrameHeader h;

@@ -6,9 +6,10 @@
 // temporary file in the same directory, then renamed), so a reader sees the whole number or no
 // file.
 //
-// Group secrets (--secret) are not implemented yet: authentication arrives with the hardening work
-// (challenge-response on every connection). Until then shoal-coord refuses to start when given a
-// secret rather than run a group that looks protected but is not.
+// With a group secret (--secret-file, or --secret), every peer must prove it holds the same secret
+// (HMAC-SHA256 challenge-response, docs/protocol.md "Authentication") before anything else it
+// sends is read. --secret-file keeps the secret out of the process list; its content is the
+// secret, without one trailing newline.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -18,6 +19,8 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 #include "shoal/common/limits.h"
@@ -118,21 +121,35 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn or error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();
+  std::string secret_file;
   app.add_option("--secret", secret,
-                 "Group secret. NOT SUPPORTED YET: authentication arrives with the hardening "
-                 "work; shoal-coord refuses to start when this is given");
+                 "Group secret every peer must prove it holds (visible in the process list: "
+                 "prefer --secret-file)");
+  app.add_option("--secret-file", secret_file, "Read the group secret from this file")
+      ->check(CLI::ExistingFile)
+      ->excludes("--secret");
   CLI11_PARSE(app, argc, argv);
 
   auto logger = spdlog::stderr_color_mt("shoal-coord");
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(log_level));
 
-  if (app.count("--secret") > 0) {
-    spdlog::error(
-        "group secrets are not supported yet: shoal-coord does not authenticate peers, so it will "
-        "not start with --secret rather than pretend to protect the group");
+  if (!secret_file.empty()) {
+    std::ifstream in(secret_file, std::ios::binary);
+    std::ostringstream content;
+    content << in.rdbuf();
+    secret = content.str();
+    if (!in.good() && !in.eof()) {
+      spdlog::error("cannot read the secret file {}", secret_file);
+      return 2;
+    }
+    if (!secret.empty() && secret.back() == '\n') secret.pop_back();
+  }
+  if ((app.count("--secret") > 0 || !secret_file.empty()) && secret.empty()) {
+    spdlog::error("the group secret is empty");
     return 2;
   }
+  config.secret = secret;
 
   config.port = static_cast<std::uint16_t>(port);
   config.stop_signals = {SIGINT, SIGTERM};

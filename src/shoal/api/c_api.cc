@@ -61,6 +61,7 @@ void shoal_options_init(shoal_options* o) {
   o->log_level = "warn";
   o->reconnect_window_ms = 60000;
   o->reconnect_backoff_max_ms = 500;
+  o->secret = nullptr;
 }
 
 shoal_status shoal_comm_create(const shoal_options* o, shoal_comm** out) {
@@ -79,6 +80,7 @@ shoal_status shoal_comm_create(const shoal_options* o, shoal_comm** out) {
     opt.setup_timeout_ms = o->setup_timeout_ms;
     opt.reconnect_window_ms = o->reconnect_window_ms;
     opt.reconnect_backoff_max_ms = o->reconnect_backoff_max_ms;
+    if (o->secret != nullptr) opt.secret = o->secret;
     if (o->log_level != nullptr) opt.log_level = o->log_level;
     auto c = std::make_unique<shoal_comm>();
     shoal::Status s = shoal::Communicator::Create(opt, &c->comm);

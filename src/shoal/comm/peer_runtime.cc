@@ -8,6 +8,7 @@
 #include "shoal/collective/reduce.h"
 #include "shoal/common/hex.h"
 #include "shoal/common/limits.h"
+#include "shoal/net/auth.h"
 
 namespace shoal::comm {
 namespace {
@@ -189,6 +190,9 @@ Status PeerRuntime::RoomForOp(std::uint64_t tag) const {
 }
 
 void PeerRuntime::Send(const net::Message& m) {
+  // Until the coordinator has proved the group secret, only AuthHello goes out (heartbeats and
+  // reports wait: the coordinator would refuse them before the proof).
+  if (awaiting_challenge_ && !std::holds_alternative<net::AuthHello>(m)) return;
   if (control_ && !control_->closed()) control_->Send(m);
 }
 
@@ -359,15 +363,36 @@ void PeerRuntime::OpenControl() {
   control_->Start([this](net::Message&& m) { OnControlMessage(std::move(m)); },
                   [this](const Status& why) { OnControlLost(why); });
   awaiting_welcome_ = true;
+  if (options_.secret.empty()) return SendHello();
+  // Group secret: AuthHello first; Hello follows once the coordinator proved the secret.
+  if (Status s = net::RandomNonce(&client_nonce_); !s.ok()) return OnControlLost(s, /*fatal=*/true);
+  awaiting_challenge_ = true;
+  Send(net::AuthHello{client_nonce_});
+}
+
+void PeerRuntime::SendHello() {
   net::Hello hello{peer_id_, options_.data_host, data_port_, std::nullopt};
   if (reconnecting_) hello.rejoin = MakeRejoin();
   Send(hello);
+}
+
+void PeerRuntime::Handle(const net::AuthChallenge& m) {
+  if (!awaiting_challenge_) return Unexpected(m);
+  awaiting_challenge_ = false;
+  if (!net::MacEqual(m.proof, net::ServerProof(options_.secret, client_nonce_, m.nonce))) {
+    return Refused(Status(SHOAL_ERR_AUTH,
+                          "the coordinator does not hold the group secret (wrong secret on one "
+                          "side, or not the coordinator of this group)"));
+  }
+  Send(net::AuthProof{net::ClientProof(options_.secret, client_nonce_, m.nonce)});
+  SendHello();
 }
 
 void PeerRuntime::OnControlLost(const Status& why, bool fatal) {
   if (phase_ == Phase::kClosed) return;
   if (control_) control_->Close();
   awaiting_welcome_ = false;
+  awaiting_challenge_ = false;
   TimeMs now = MonotonicNowMs();
   // A peer that was never welcomed has nothing to keep: Create reports the failure.
   if (!fatal && options_.reconnect_window_ms > 0 && phase_ != Phase::kConnecting) {
@@ -422,8 +447,11 @@ void PeerRuntime::Handle(const net::Welcome& m) {
 }
 
 void PeerRuntime::Handle(const net::Reject& m) {
-  Status s(m.code == SHOAL_OK ? SHOAL_ERR_REJECTED : m.code,
-           "the coordinator refused this peer: " + m.reason);
+  Refused(Status(m.code == SHOAL_OK ? SHOAL_ERR_REJECTED : m.code,
+                 "the coordinator refused this peer: " + m.reason));
+}
+
+void PeerRuntime::Refused(const Status& s) {
   if (reconnecting_) {  // e.g. the old connection is still open there: try again
     OnControlLost(s);
     return;
@@ -799,48 +827,53 @@ void PeerRuntime::AcceptNext() {
 }
 
 void PeerRuntime::ReadDataHello(std::shared_ptr<asio::ip::tcp::socket> socket) {
-  struct State {
-    std::uint8_t head[net::kHeaderBytes];
-    std::vector<std::uint8_t> payload;
-    asio::steady_timer timer;
-    explicit State(asio::io_context& io) : timer(io) {}
-  };
-  auto st = std::make_shared<State>(io_);
-  st->timer.expires_after(std::chrono::milliseconds(kDataHelloTimeoutMs));
-  st->timer.async_wait([socket](const asio::error_code& ec) {
+  auto timer = std::make_shared<asio::steady_timer>(io_);
+  timer->expires_after(std::chrono::milliseconds(kDataHelloTimeoutMs));
+  timer->async_wait([socket](const asio::error_code& ec) {
     if (!ec) {
       asio::error_code ignored;
       socket->close(ignored);
     }
   });
-  asio::async_read(*socket, asio::buffer(st->head), [this, socket, st](const asio::error_code& ec,
-                                                                       std::size_t) {
-    if (ec) return;
-    net::FrameHeader h;
-    Status s = net::DecodeHeader(st->head, 64, &h);
-    if (!s.ok() || h.type != net::MsgType::kDataHello) {
-      spdlog::warn("peer {}: refused a data connection from {}: {}", Hex64(peer_id_),
-                   net::RemoteName(*socket), s.ok() ? "not a DataHello" : s.message());
-      asio::error_code ignored;
-      socket->close(ignored);
-      return;
-    }
-    st->payload.resize(h.payload_bytes);
-    asio::async_read(*socket, asio::buffer(st->payload), [this, socket, st, h](
-                                                             const asio::error_code& ec,
-                                                             std::size_t) {
-      st->timer.cancel();
-      if (ec) return;
-      net::Message m;
-      Status s = net::DecodePayload(h.type, st->payload.data(), st->payload.size(), &m);
-      if (!s.ok()) {
-        spdlog::warn("peer {}: malformed DataHello from {}: {}", Hex64(peer_id_),
-                     net::RemoteName(*socket), s.message());
-        asio::error_code ignored;
-        socket->close(ignored);
-        return;
-      }
-      OnDataHello(std::get<net::DataHello>(m), std::move(*socket));
+  auto refuse = [this, socket, timer](const std::string& why) {
+    timer->cancel();
+    spdlog::warn("peer {}: refused a data connection from {}: {}", Hex64(peer_id_),
+                 net::RemoteName(*socket), why);
+    asio::error_code ignored;
+    socket->close(ignored);
+  };
+  auto read_hello = [this, socket, timer, refuse] {
+    ReadHandshakeFrame(socket, [this, socket, timer, refuse](const Status& s, net::Message&& m) {
+      if (!s.ok()) return refuse(s.message());
+      auto* hello = std::get_if<net::DataHello>(&m);
+      if (hello == nullptr) return refuse("expected DataHello");
+      timer->cancel();
+      OnDataHello(*hello, std::move(*socket));
+    });
+  };
+  if (options_.secret.empty()) return read_hello();
+  // Group secret: AuthHello, our AuthChallenge, their AuthProof, then the DataHello.
+  ReadHandshakeFrame(socket, [this, socket, refuse, read_hello](const Status& s,
+                                                                 net::Message&& m) {
+    if (!s.ok()) return refuse(s.message());
+    auto* hello = std::get_if<net::AuthHello>(&m);
+    if (hello == nullptr) return refuse("it did not authenticate (this group has a secret)");
+    net::Nonce server{};
+    if (Status r = net::RandomNonce(&server); !r.ok()) return refuse(r.message());
+    net::Nonce client = hello->nonce;
+    WriteFrames(socket, {net::AuthChallenge{server, net::ServerProof(options_.secret, client, server)}},
+                [this, socket, refuse, read_hello, client, server](const std::string& error) {
+      if (!error.empty()) return refuse(error);
+      ReadHandshakeFrame(socket, [this, refuse, read_hello, client, server](const Status& s,
+                                                                          net::Message&& m) {
+        if (!s.ok()) return refuse(s.message());
+        auto* proof = std::get_if<net::AuthProof>(&m);
+        if (proof == nullptr ||
+            !net::MacEqual(proof->proof, net::ClientProof(options_.secret, client, server))) {
+          return refuse("wrong group secret");
+        }
+        read_hello();
+      });
     });
   });
 }
@@ -911,24 +944,94 @@ void PeerRuntime::DialDataStream(const net::Member& to, const net::DataHello& he
                                  std::shared_ptr<asio::ip::tcp::socket> socket,
                                  std::function<void(const std::string& error)> done) {
   auto resolver = std::make_shared<asio::ip::tcp::resolver>(io_);
-  auto frame = std::make_shared<std::vector<std::uint8_t>>();
-  net::Encode(hello, frame.get());
   resolver->async_resolve(
       to.host, std::to_string(to.port),
-      [socket, resolver, frame, done](const asio::error_code& ec,
-                                      asio::ip::tcp::resolver::results_type results) {
+      [this, socket, resolver, hello, done](const asio::error_code& ec,
+                                            asio::ip::tcp::resolver::results_type results) {
         if (ec) return done("cannot resolve: " + ec.message());
-        asio::async_connect(
-            *socket, results, [socket, frame, done](const asio::error_code& ec, const auto&) {
-              if (ec) return done("cannot connect: " + ec.message());
-              net::TuneSocket(*socket);
-              asio::async_write(*socket, asio::buffer(*frame),
-                                [socket, frame, done](const asio::error_code& ec, std::size_t) {
-                                  if (ec) return done("cannot greet: " + ec.message());
-                                  done("");
-                                });
-            });
+        asio::async_connect(*socket, results, [this, socket, hello, done](
+                                                  const asio::error_code& ec, const auto&) {
+          if (ec) return done("cannot connect: " + ec.message());
+          net::TuneSocket(*socket);
+          if (options_.secret.empty()) return WriteFrames(socket, {hello}, done);
+          AuthenticateOut(socket, hello, done);
+        });
       });
+}
+
+// The connecting side of the group-secret handshake on a data stream, then its DataHello.
+void PeerRuntime::AuthenticateOut(std::shared_ptr<asio::ip::tcp::socket> socket,
+                                  const net::DataHello& hello,
+                                  std::function<void(const std::string& error)> done) {
+  net::Nonce client{};
+  if (Status s = net::RandomNonce(&client); !s.ok()) return done(s.message());
+  // The answer must come within the DataHello deadline of the other side.
+  auto timer = std::make_shared<asio::steady_timer>(io_);
+  timer->expires_after(std::chrono::milliseconds(kDataHelloTimeoutMs));
+  timer->async_wait([socket](const asio::error_code& ec) {
+    asio::error_code ignored;
+    if (!ec) socket->close(ignored);
+  });
+  WriteFrames(socket, {net::AuthHello{client}}, [this, socket, hello, done, client,
+                                                  timer](const std::string& error) {
+    if (!error.empty()) return done(error);
+    ReadHandshakeFrame(socket, [this, socket, hello, done, client, timer](const Status& s,
+                                                                         net::Message&& m) {
+      timer->cancel();
+      if (!s.ok()) return done("during authentication: " + s.message());
+      auto* challenge = std::get_if<net::AuthChallenge>(&m);
+      if (challenge == nullptr) return done("expected AuthChallenge");
+      if (!net::MacEqual(challenge->proof,
+                         net::ServerProof(options_.secret, client, challenge->nonce))) {
+        return done("it does not hold the group secret");
+      }
+      WriteFrames(socket,
+                  {net::AuthProof{net::ClientProof(options_.secret, client, challenge->nonce)},
+                   hello},
+                  done);
+    });
+  });
+}
+
+void PeerRuntime::WriteFrames(std::shared_ptr<asio::ip::tcp::socket> socket,
+                              const std::vector<net::Message>& messages,
+                              std::function<void(const std::string& error)> done) {
+  auto bytes = std::make_shared<std::vector<std::uint8_t>>();
+  for (const net::Message& m : messages) net::Encode(m, bytes.get());
+  asio::async_write(*socket, asio::buffer(*bytes),
+                    [socket, bytes, done](const asio::error_code& ec, std::size_t) {
+                      done(ec ? "cannot write: " + ec.message() : "");
+                    });
+}
+
+// Reads one frame of a data stream's handshake (AuthHello, AuthChallenge, AuthProof or DataHello:
+// 64 payload bytes at most).
+void PeerRuntime::ReadHandshakeFrame(std::shared_ptr<asio::ip::tcp::socket> socket,
+                                     std::function<void(const Status&, net::Message&&)> done) {
+  struct Frame {
+    std::uint8_t head[net::kHeaderBytes];
+    net::FrameHeader header;
+    std::vector<std::uint8_t> payload;
+  };
+  auto f = std::make_shared<Frame>();
+  asio::async_read(*socket, asio::buffer(f->head), [socket, f, done](const asio::error_code& ec,
+                                                                     std::size_t) {
+    if (ec) return done(Status(SHOAL_ERR_PEER_LOST, ec.message()), net::Message{});
+    Status s = net::DecodeHeader(f->head, 64, &f->header);
+    if (s.ok() && f->header.type == net::MsgType::kDataSegment) {
+      s = Status(SHOAL_ERR_PROTOCOL, "a data segment before the handshake");
+    }
+    if (!s.ok()) return done(s, net::Message{});
+    f->payload.resize(f->header.payload_bytes);
+    asio::async_read(*socket, asio::buffer(f->payload), [socket, f, done](
+                                                            const asio::error_code& ec,
+                                                            std::size_t) {
+      if (ec) return done(Status(SHOAL_ERR_PEER_LOST, ec.message()), net::Message{});
+      net::Message m;
+      Status s = net::DecodePayload(f->header.type, f->payload.data(), f->payload.size(), &m);
+      done(s, std::move(m));
+    });
+  });
 }
 
 void PeerRuntime::CheckSetupDone() {

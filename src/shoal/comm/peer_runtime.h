@@ -148,6 +148,9 @@ class PeerRuntime {
   void ScheduleReconnect();
   void TryReconnect();
   net::Rejoin MakeRejoin() const;
+  void SendHello();
+  // The coordinator refused this peer (Reject, or it failed to prove the group secret).
+  void Refused(const Status& s);
   void Handle(const net::Welcome& m);
   void Handle(const net::Reject& m);
   void Handle(const net::TopologyUnchanged& m);
@@ -158,6 +161,7 @@ class PeerRuntime {
   void Handle(const net::Removed& m);
   void Handle(const net::Error& m);
   void Handle(const net::SyncPlan& m);
+  void Handle(const net::AuthChallenge& m);
   void Handle(const net::Heartbeat&) {}  // liveness only: OnControlMessage noted the time
   template <typename T>
   void Handle(const T& m) {  // messages only a peer sends (Hello, OpResult, DataHello, ...)
@@ -174,6 +178,14 @@ class PeerRuntime {
   void DialDataStream(const net::Member& to, const net::DataHello& hello,
                       std::shared_ptr<asio::ip::tcp::socket> socket,
                       std::function<void(const std::string& error)> done);
+  // Group-secret handshake of a data stream this peer opens, then `hello` (net/auth.h).
+  void AuthenticateOut(std::shared_ptr<asio::ip::tcp::socket> socket, const net::DataHello& hello,
+                       std::function<void(const std::string& error)> done);
+  void WriteFrames(std::shared_ptr<asio::ip::tcp::socket> socket,
+                   const std::vector<net::Message>& messages,
+                   std::function<void(const std::string& error)> done);
+  void ReadHandshakeFrame(std::shared_ptr<asio::ip::tcp::socket> socket,
+                          std::function<void(const Status&, net::Message&&)> done);
   void CheckSetupDone();
   void FailSetup(PeerId suspect, shoal_status code, const std::string& why);
   void TearDownEpoch(const Status& reason);
@@ -214,6 +226,8 @@ class PeerRuntime {
   std::uint32_t heartbeat_interval_ms_ = 250;
   std::uint32_t heartbeat_timeout_ms_ = 3000;
   bool awaiting_welcome_ = false;  // Hello sent on the current control connection, no Welcome yet
+  bool awaiting_challenge_ = false;  // AuthHello sent, AuthChallenge expected (group secret)
+  net::Nonce client_nonce_{};
   // Coordinator loss: reconnecting until reconnect_deadline_ms_ (docs/protocol.md, "Coordinator
   // restart").
   bool reconnecting_ = false;

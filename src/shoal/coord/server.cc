@@ -23,6 +23,7 @@
 #include <utility>
 
 #include "shoal/common/clock.h"
+#include "shoal/net/auth.h"
 #include "shoal/net/codec.h"
 
 namespace shoal::coord {
@@ -79,6 +80,12 @@ struct Connection {
 
   bool closing = false;
   bool finished = false;
+
+  // Authentication, when the server has a secret: the Coordinator sees messages once `authed`.
+  bool authed = false;
+  bool challenged = false;  // AuthChallenge sent; AuthProof expected next
+  net::Nonce client_nonce{};
+  net::Nonce server_nonce{};
 };
 
 // Connection attempts of one remote address: up to `burst` at once, refilled at a steady rate.
@@ -388,9 +395,68 @@ struct Server::Impl {
       RefuseFrame(c, s);
       return;
     }
-    coordinator->OnMessage(c->id, message, MonotonicNowMs(), &outputs);
-    CarryOut();
+    if (!Authenticate(c, message)) return;
+    if (!IsAuthMessage(message)) {
+      coordinator->OnMessage(c->id, message, MonotonicNowMs(), &outputs);
+      CarryOut();
+    }
     if (!c->finished && !c->closing) ReadHeader(c);
+  }
+
+  static bool IsAuthMessage(const net::Message& m) {
+    return std::holds_alternative<net::AuthHello>(m) ||
+           std::holds_alternative<net::AuthChallenge>(m) ||
+           std::holds_alternative<net::AuthProof>(m);
+  }
+
+  // The group-secret handshake (net/auth.h), before anything reaches the Coordinator. Returns
+  // whether the connection goes on; `message` is then either an auth message it consumed or one
+  // for the Coordinator.
+  bool Authenticate(const std::shared_ptr<Connection>& c, const net::Message& message) {
+    if (config.secret.empty()) {
+      if (!IsAuthMessage(message)) return true;
+      RefuseAuth(c, "this coordinator runs without a group secret, but the peer has one");
+      return false;
+    }
+    if (c->authed) {
+      if (!IsAuthMessage(message)) return true;
+      RefuseAuth(c, "a second authentication on one connection");
+      return false;
+    }
+    if (!c->challenged) {
+      const auto* hello = std::get_if<net::AuthHello>(&message);
+      if (hello == nullptr) {
+        RefuseAuth(c, "this group requires its secret; the peer sent " +
+                          std::string(net::MsgTypeName(net::TypeOf(message))) +
+                          " without authenticating");
+        return false;
+      }
+      if (Status s = net::RandomNonce(&c->server_nonce); !s.ok()) {
+        Drop(c, s.message(), spdlog::level::err);
+        return false;
+      }
+      c->client_nonce = hello->nonce;
+      c->challenged = true;
+      Send(c, net::AuthChallenge{c->server_nonce,
+                                 net::ServerProof(config.secret, c->client_nonce, c->server_nonce)});
+      return true;
+    }
+    const auto* proof = std::get_if<net::AuthProof>(&message);
+    if (proof == nullptr ||
+        !net::MacEqual(proof->proof,
+                       net::ClientProof(config.secret, c->client_nonce, c->server_nonce))) {
+      RefuseAuth(c, proof == nullptr ? "expected AuthProof" : "wrong group secret");
+      return false;
+    }
+    c->authed = true;
+    return true;
+  }
+
+  void RefuseAuth(const std::shared_ptr<Connection>& c, const std::string& why) {
+    spdlog::warn("refusing connection {} from {}: {}", c->id, c->peer, why);
+    Send(c, net::Reject{SHOAL_ERR_AUTH, why});
+    BeginClose(c);
+    CarryOut();
   }
 
   // A frame that did not decode: log it, close the connection, tell the Coordinator. A frame of

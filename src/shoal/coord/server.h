@@ -16,6 +16,9 @@
 //     token bucket of connection attempts; attempts over either limit are closed at once.
 //   - A Close output closes the socket after its queued writes flush, or after
 //     close_flush_timeout_ms at the latest.
+//   - With a group secret, a connection must pass the HMAC challenge-response (net/auth.h) before
+//     the Coordinator sees any of its messages; a peer without the secret, or with another one,
+//     gets Reject{SHOAL_ERR_AUTH} and the close, and the attempt is logged with its address.
 //
 // Thread safety: Start() and Run() are called from one thread (the one that owns the Server).
 // Stop() may be called from any thread, before or during Run(). Stop() is not async-signal-safe:
@@ -47,6 +50,8 @@ struct ServerConfig {
   std::uint32_t accept_rate_per_s = 64;
   std::size_t write_queue_bytes_max = std::size_t{64} << 20;  // per connection
   std::uint32_t close_flush_timeout_ms = 2000;  // how long a Close waits for queued writes
+  // The group secret (any bytes; empty: no authentication). Every peer must hold the same one.
+  std::string secret;
 
   // Signals that stop Run() (e.g. SIGINT, SIGTERM). Empty: the server installs no handlers.
   std::vector<int> stop_signals;

@@ -1,5 +1,6 @@
 #include "shoal/net/codec.h"
 
+#include <array>
 #include <cstring>
 #include <string>
 #include <type_traits>
@@ -88,7 +89,7 @@ class Reader {
 
 bool IsKnownType(std::uint16_t t) {
   return (t >= static_cast<std::uint16_t>(MsgType::kHello) &&
-          t <= static_cast<std::uint16_t>(MsgType::kSyncPlan)) ||
+          t <= static_cast<std::uint16_t>(MsgType::kAuthProof)) ||
          t == static_cast<std::uint16_t>(MsgType::kDataHello) ||
          t == static_cast<std::uint16_t>(MsgType::kDataSegment);
 }
@@ -315,6 +316,26 @@ void Get(Reader& r, Error& m) {
   m.code = r.status();
   m.reason = r.str(limits::kDetailBytesMax);
 }
+template <std::size_t N>
+void PutBytes(Writer& w, const std::array<std::uint8_t, N>& a) {
+  for (std::uint8_t b : a) w.u8(b);
+}
+template <std::size_t N>
+void GetBytes(Reader& r, std::array<std::uint8_t, N>* a) {
+  for (std::uint8_t& b : *a) b = r.u8();
+}
+void Put(Writer& w, const AuthHello& m) { PutBytes(w, m.nonce); }
+void Get(Reader& r, AuthHello& m) { GetBytes(r, &m.nonce); }
+void Put(Writer& w, const AuthChallenge& m) {
+  PutBytes(w, m.nonce);
+  PutBytes(w, m.proof);
+}
+void Get(Reader& r, AuthChallenge& m) {
+  GetBytes(r, &m.nonce);
+  GetBytes(r, &m.proof);
+}
+void Put(Writer& w, const AuthProof& m) { PutBytes(w, m.proof); }
+void Get(Reader& r, AuthProof& m) { GetBytes(r, &m.proof); }
 void Put(Writer& w, const DataHello& m) {
   w.u64(m.epoch);
   w.u64(m.from);
@@ -461,6 +482,9 @@ constexpr MsgType TypeFor() {
   if constexpr (std::is_same_v<T, DataHello>) return MsgType::kDataHello;
   if constexpr (std::is_same_v<T, SyncReport>) return MsgType::kSyncReport;
   if constexpr (std::is_same_v<T, SyncPlan>) return MsgType::kSyncPlan;
+  if constexpr (std::is_same_v<T, AuthHello>) return MsgType::kAuthHello;
+  if constexpr (std::is_same_v<T, AuthChallenge>) return MsgType::kAuthChallenge;
+  if constexpr (std::is_same_v<T, AuthProof>) return MsgType::kAuthProof;
 }
 
 template <typename T>
@@ -524,6 +548,9 @@ const char* MsgTypeName(MsgType t) {
     case MsgType::kDataSegment: return "DataSegment";
     case MsgType::kSyncReport: return "SyncReport";
     case MsgType::kSyncPlan: return "SyncPlan";
+    case MsgType::kAuthHello: return "AuthHello";
+    case MsgType::kAuthChallenge: return "AuthChallenge";
+    case MsgType::kAuthProof: return "AuthProof";
   }
   return "unknown";
 }
@@ -585,6 +612,9 @@ Status DecodePayload(MsgType type, const std::uint8_t* p, std::size_t n, Message
     case MsgType::kDataHello: return DecodeAs<DataHello>(p, n, out);
     case MsgType::kSyncReport: return DecodeAs<SyncReport>(p, n, out);
     case MsgType::kSyncPlan: return DecodeAs<SyncPlan>(p, n, out);
+    case MsgType::kAuthHello: return DecodeAs<AuthHello>(p, n, out);
+    case MsgType::kAuthChallenge: return DecodeAs<AuthChallenge>(p, n, out);
+    case MsgType::kAuthProof: return DecodeAs<AuthProof>(p, n, out);
     case MsgType::kDataSegment: break;
   }
   return Status(SHOAL_ERR_PROTOCOL,

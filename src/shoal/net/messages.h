@@ -11,6 +11,7 @@
 #include <variant>
 #include <vector>
 
+#include "shoal/net/auth.h"
 #include "shoal/status.hpp"
 
 namespace shoal::net {
@@ -35,6 +36,9 @@ enum class MsgType : std::uint16_t {
   kError = 16,
   kSyncReport = 17,
   kSyncPlan = 18,
+  kAuthHello = 19,
+  kAuthChallenge = 20,
+  kAuthProof = 21,
   kDataHello = 32,
   kDataSegment = 33,  // hot path: not a Message; see codec.h SegmentHeader
 };
@@ -217,6 +221,23 @@ struct SyncPlan {
   std::vector<TransferPiece> recvs;
   std::vector<TransferPiece> sends;
 };
+// Authentication (auth.h): connecting side -> accepting side, first message of a connection of a
+// group with a secret.
+struct AuthHello {
+  Nonce nonce{};
+  bool operator==(const AuthHello&) const = default;
+};
+// accepting side -> connecting side: its nonce and its proof over both nonces.
+struct AuthChallenge {
+  Nonce nonce{};
+  Mac proof{};
+  bool operator==(const AuthChallenge&) const = default;
+};
+// connecting side -> accepting side: its proof over both nonces.
+struct AuthProof {
+  Mac proof{};
+  bool operator==(const AuthProof&) const = default;
+};
 // What a data stream carries.
 enum class StreamKind : std::uint8_t {
   kRing = 0,      // a ring link of the epoch (collectives)
@@ -234,7 +255,8 @@ struct DataHello {
 
 using Message = std::variant<Hello, Welcome, Reject, Heartbeat, UpdateTopology, TopologyUnchanged,
                              EpochPropose, EpochReady, EpochCommit, OpResult, OpCommit, EpochFault,
-                             EpochAbort, Leave, Removed, Error, DataHello, SyncReport, SyncPlan>;
+                             EpochAbort, Leave, Removed, Error, DataHello, SyncReport, SyncPlan,
+                             AuthHello, AuthChallenge, AuthProof>;
 
 MsgType TypeOf(const Message& m);
 const char* MsgTypeName(MsgType t);
