@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <optional>
 #include <random>
@@ -491,11 +492,23 @@ class CoordCommandLineTest : public ::testing::Test {
   TempDir dir_;
 };
 
-TEST_F(CoordCommandLineTest, SecretIsRefusedUntilAuthenticationExists) {
-  int status = RunToExit({"--port", "0", "--port-file", dir_.File("port"), "--secret", "s3cret"});
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << DescribeWaitStatus(status);
-  EXPECT_NE(Stderr().find("group secrets are not supported yet"), std::string::npos) << Stderr();
-  EXPECT_FALSE(std::filesystem::exists(dir_.File("port"))) << "it listened anyway";
+TEST_F(CoordCommandLineTest, UnusableSecretsAreRefusedBeforeListening) {
+  std::ofstream(dir_.File("empty")) << "\n";  // only the newline that is stripped
+  std::ofstream(dir_.File("secret")) << "s3cret\n";
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--secret-file", dir_.File("empty")}, "the group secret is empty"},
+      {{"--secret", ""}, "the group secret is empty"},
+      {{"--secret-file", dir_.File("missing")}, "missing"},
+      {{"--secret", "a", "--secret-file", dir_.File("secret")}, "excludes"},
+  };
+  for (const auto& [args, why] : cases) {
+    std::vector<std::string> argv = {"--port", "0", "--port-file", dir_.File("port")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    int status = RunToExit(argv);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << DescribeWaitStatus(status);
+    EXPECT_NE(Stderr().find(why), std::string::npos) << Stderr();
+    EXPECT_FALSE(std::filesystem::exists(dir_.File("port"))) << "it listened anyway";
+  }
 }
 
 TEST_F(CoordCommandLineTest, BadFlagsAreRefused) {
