@@ -50,6 +50,12 @@ struct Options {
   // SHOAL_ERR_COORDINATOR_LOST at once. Calls keep their own deadlines meanwhile.
   std::int64_t reconnect_window_ms = 60000;
   std::int64_t reconnect_backoff_max_ms = 500;
+  // Standby coordinators ("host:port", "[v6]:port"), tried in turn after the primary
+  // (coordinator_host:coordinator_port) when it stays unreachable: a peer moves to the next one
+  // after heartbeat_timeout + heartbeat_interval without a coordinator, so the one it left has
+  // dropped it by then. Run every coordinator of such a set with shoal-coord --quorum (and the
+  // standbys with --standby): docs/protocol.md, "Standby coordinators".
+  std::vector<std::string> coordinator_standbys;
   std::string log_level = "warn";       // trace, debug, info, warn, error, off
   // The group secret, if the coordinator has one (shoal-coord --secret-file): every connection,
   // to the coordinator and between peers, proves it with HMAC-SHA256 before anything else. A

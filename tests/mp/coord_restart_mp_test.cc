@@ -177,5 +177,54 @@ TEST(CoordRestartMpTest, KillNineMidAllReduceAndMidSyncAndTheRunGoesOn) {
   EXPECT_GT(after2.done_ms, 0);
 }
 
+TEST(CoordRestartMpTest, PeersMoveToAStandbyWhenThePrimaryStaysDown) {
+  // Short heartbeats so that the failover (heartbeat timeout + interval) comes quickly.
+  std::vector<std::string> set = {"--quorum", "--heartbeat-interval-ms", "100",
+                                  "--heartbeat-timeout-ms", "800"};
+  Swarm swarm(SHOAL_SYNC_PEER_BIN, set);
+  std::vector<std::string> standby_args = set;
+  standby_args.push_back("--standby");
+  std::uint16_t standby = swarm.StartStandby(standby_args);
+  constexpr int kStandbySteps = 8;
+  for (int i = 0; i < 3; i++) {
+    swarm.StartPeer({"--expect", "3", "--layout", "f32:262144,f32:1000", "--steps",
+                     std::to_string(kStandbySteps), "--allreduce", "262144", "--retry",
+                     "--hold-ms", "100", "--standby", "127.0.0.1:" + std::to_string(standby)});
+  }
+  for (int i = 0; i < 3; i++) {
+    ASSERT_TRUE(swarm.WaitFor(i, [&](const std::vector<Line>& ls) {
+      return HasLine(ls, "ALLREDUCE", 2);
+    }, kExitMs)) << swarm.Diagnostics();
+  }
+  swarm.KillCoordinator();  // and it stays down: the standby takes the group
+  TimeMs killed = MonotonicNowMs();
+  Deadline deadline = Deadline::After(kExitMs);
+  for (int i = 0; i < 3; i++) {
+    int st = swarm.WaitExit(i, std::max<TimeMs>(deadline.remaining_ms(), 1));
+    ASSERT_TRUE(Exited0(st)) << "peer " << i << " " << DescribeWaitStatus(st) << "\n"
+                             << swarm.Diagnostics();
+  }
+  std::map<std::uint64_t, std::string> state_at;
+  for (int i = 0; i < 3; i++) {
+    std::vector<std::uint64_t> revisions;
+    for (const Line& l : swarm.Lines(i)) {
+      if (l.word != "SYNC" || l.get("status") != "0") continue;
+      revisions.push_back(l.num("rev"));
+      auto [it, fresh] = state_at.emplace(l.num("rev"), l.get("state"));
+      EXPECT_EQ(it->second, l.get("state")) << "peer " << i << " at revision " << l.num("rev");
+    }
+    std::vector<std::uint64_t> expected;
+    for (std::uint64_t r = 0; r < kStandbySteps; r++) expected.push_back(r);
+    EXPECT_EQ(revisions, expected) << "peer " << i;
+    EXPECT_NE(swarm.Output(i).find("trying coordinator 127.0.0.1:" + std::to_string(standby)),
+              std::string::npos)
+        << "peer " << i << " did not move to the standby";
+  }
+  NextStep after = NextSuccessAfter(swarm, killed);
+  std::printf("primary SIGKILLed and left down: %s completed on every peer %lld ms later, on the "
+              "standby\n",
+              after.what.c_str(), static_cast<long long>(after.done_ms - killed));
+}
+
 }  // namespace
 }  // namespace shoal::mp

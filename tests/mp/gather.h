@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "shoal/common/clock.h"
 #include "shoal/shoal.hpp"
@@ -34,12 +35,14 @@ inline Status StepBoundary(Communicator* comm, bool with_status) {
 // returns null.
 inline std::unique_ptr<Communicator> CreatePeer(int coord_port, std::int64_t timeout_ms,
                                                 const std::string& log_level,
-                                                const std::string& secret = "") {
+                                                const std::string& secret = "",
+                                                const std::vector<std::string>& standbys = {}) {
   Options opt;
   opt.coordinator_port = static_cast<std::uint16_t>(coord_port);
   opt.timeout_ms = timeout_ms;
   opt.log_level = log_level;
   opt.secret = secret;
+  opt.coordinator_standbys = standbys;
   std::unique_ptr<Communicator> comm;
   Status s = Communicator::Create(opt, &comm);
   if (!s.ok()) {

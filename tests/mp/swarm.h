@@ -94,6 +94,24 @@ class Swarm {
     StartCoordinator(0);
   }
 
+  // Starts another coordinator (a standby) with `args`; returns its port. It lives as long as the
+  // swarm; its stderr goes to standby<k>.err.
+  std::uint16_t StartStandby(std::vector<std::string> args) {
+    int k = static_cast<int>(standbys_.size());
+    standbys_.push_back(std::make_unique<ChildProcess>());
+    std::string port_file = dir_.path() + "/standby" + std::to_string(k) + ".port";
+    std::vector<std::string> argv = {SHOAL_COORD_BIN, "--host", "127.0.0.1", "--port", "0",
+                                     "--port-file", port_file, "--log-level", "info"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Status s = standbys_.back()->Spawn(argv, dir_.path() + "/standby.out",
+                                       dir_.path() + "/standby" + std::to_string(k) + ".err");
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    std::uint16_t port = 0;
+    s = ReadPortFile(port_file, Deadline::After(10000), standbys_.back().get(), &port);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return port;
+  }
+
   // SIGKILLs the coordinator and waits until it is gone.
   void KillCoordinator() {
     auto st = coord_->Signal(SIGKILL, Deadline::After(10000));
@@ -186,6 +204,11 @@ class Swarm {
       s += "--- coordinator " + std::to_string(k) + " stderr (tail)\n" +
            (c.size() > 3000 ? c.substr(c.size() - 3000) : c);
     }
+    for (std::size_t k = 0; k < standbys_.size(); k++) {
+      std::string c = ReadWholeFile(dir_.path() + "/standby" + std::to_string(k) + ".err");
+      s += "--- standby " + std::to_string(k) + " stderr (tail)\n" +
+           (c.size() > 3000 ? c.substr(c.size() - 3000) : c);
+    }
     return s;
   }
 
@@ -216,6 +239,7 @@ class Swarm {
   std::vector<std::string> coord_args_;
   int coord_starts_ = 0;
   std::unique_ptr<ChildProcess> coord_;
+  std::vector<std::unique_ptr<ChildProcess>> standbys_;
   std::uint16_t port_ = 0;
   std::vector<std::unique_ptr<ChildProcess>> peers_;
 };

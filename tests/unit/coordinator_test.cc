@@ -1763,6 +1763,109 @@ TEST_F(CoordinatorHoldTest, ARejoinDuringTheHoldRebuildsAtOnce) {
   EXPECT_EQ(coord_.view().pending, Ids({5}));
 }
 
+// ---- Quorum: a primary and standbys (choice 16) ------------------------------------------------
+
+class QuorumTest : public CoordinatorTest {
+ protected:
+  explicit QuorumTest(bool standby = false) : CoordinatorTest(Quorum(standby)) {}
+  static Config Quorum(bool standby) {
+    Config c = TestConfig();
+    c.quorum = true;
+    c.standby = standby;
+    return c;
+  }
+  Outs Rejoin(ConnId c, net::Rejoin j) {
+    Connect(c);
+    return Deliver(c, net::Hello{Id(c), "host" + std::to_string(c), static_cast<std::uint16_t>(c),
+                                 std::move(j)});
+  }
+  static net::Rejoin Lineage(net::Rejoin j, std::uint64_t e, std::vector<PeerId> ring) {
+    j.last_epoch = e;
+    j.last_ring = std::move(ring);
+    return j;
+  }
+};
+
+class StandbyTest : public QuorumTest {
+ protected:
+  StandbyTest() : QuorumTest(/*standby=*/true) {}
+};
+
+TEST_F(QuorumTest, LosingAMinorityGoesOn) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  Drop(3);
+  Update(1, e);
+  Outs o = Update(2, e);
+  EXPECT_EQ(o.Receivers<net::EpochPropose>(), (std::vector<ConnId>{1, 2}));
+}
+
+TEST_F(QuorumTest, LosingTheMajorityGivesTheRestUpSoTheyFindTheMajority) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  Hello(4);  // a newcomer does not make a majority of the last epoch
+  Drop(2);
+  Drop(3);
+  Outs o = Update(1, e);
+  EXPECT_FALSE(o.Any<net::EpochPropose>());
+  EXPECT_EQ(o.One<net::Removed>(1).code, SHOAL_ERR_COORDINATOR_LOST);
+  EXPECT_EQ(o.One<net::Removed>(4).code, SHOAL_ERR_COORDINATOR_LOST);
+  EXPECT_TRUE(o.Closed(1));
+  EXPECT_TRUE(o.Closed(4));
+  View v = coord_.view();
+  EXPECT_TRUE(v.members.empty());
+  EXPECT_TRUE(v.pending.empty());
+  // Newcomers alone never restart the group here; after the rebuild timeout they are given up.
+  Hello(5);
+  o = Pass(TestConfig().rebuild_timeout_ms + 200, {5});
+  EXPECT_FALSE(o.Any<net::EpochPropose>());
+  EXPECT_TRUE(o.Closed(5));
+}
+
+TEST_F(QuorumTest, ANewerEpochNamedByAPeerEndsThisGroupsRight) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  // Peer 6 was a member of epoch 50 of {6, 7, 8} elsewhere: that group descends from this one
+  // and holds the majority now, so this group must not move on.
+  net::Rejoin pending;
+  Rejoin(6, Lineage(pending, 50, Ids({6, 7, 8})));
+  Update(1, e);
+  Update(2, e);
+  Outs o = Update(3, e);
+  EXPECT_FALSE(o.Any<net::EpochPropose>());
+  EXPECT_FALSE(o.Any<net::TopologyUnchanged>());
+  for (ConnId c : {1, 2, 3, 6}) EXPECT_TRUE(o.Closed(c)) << c;
+}
+
+TEST_F(StandbyTest, AStandbyFormsNoGroupOfNewcomers) {
+  Hello(1);
+  Hello(2);
+  Outs o = Pass(1000, {1, 2});
+  EXPECT_FALSE(o.Any<net::EpochPropose>());
+  EXPECT_EQ(coord_.view().pending, Ids({1, 2}));
+}
+
+TEST_F(StandbyTest, AStandbyRebuildsFromAMajority) {
+  auto ring = Ids({1, 2, 3});
+  Rejoin(1, Lineage(MemberReport(5, ring, {{0, 1}}, {Done(0, 0)}), 5, ring));
+  Outs o = Rejoin(2, Lineage(MemberReport(5, ring, {{0, 1}}, {Done(0, 0)}), 5, ring));
+  EXPECT_TRUE(coord_.view().rebuilding);  // 3 may still come
+  o = Pass(TestConfig().rebuild_timeout_ms + 100, {1, 2});
+  EXPECT_EQ(o.One<net::EpochAbort>(1).lost_peer, Id(3));
+  EXPECT_EQ(coord_.view().epoch, 5u);
+  Update(1, 5);
+  o = Update(2, 5);
+  EXPECT_EQ(o.One<net::EpochPropose>(1).epoch, 6u);
+}
+
+TEST_F(StandbyTest, AStandbyWithAMinorityGivesItUp) {
+  auto ring = Ids({1, 2, 3});
+  Rejoin(1, Lineage(MemberReport(5, ring), 5, ring));
+  Outs o = Pass(TestConfig().rebuild_timeout_ms + 100, {1});
+  EXPECT_FALSE(o.Any<net::EpochAbort>());
+  EXPECT_EQ(o.One<net::Removed>(1).code, SHOAL_ERR_COORDINATOR_LOST);
+  EXPECT_TRUE(o.Closed(1));
+  EXPECT_FALSE(coord_.view().rebuilding);
+  EXPECT_EQ(coord_.view().highest_epoch, 5u);
+}
+
 TEST(CoordinatorConfigDeathTest, InconsistentConfigIsAProgrammerError) {
   Config c = TestConfig();
   c.heartbeat_interval_ms = c.heartbeat_timeout_ms;

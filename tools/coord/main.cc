@@ -121,6 +121,13 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn or error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();
+  app.add_flag("--quorum", coord.quorum,
+               "One of a set of coordinators (a primary and standbys): every new epoch must hold a "
+               "majority of the newest epoch known, so two coordinators never both run the group");
+  app.add_flag("--standby", coord.standby,
+               "A standby of a --quorum set: it forms no group of newcomers, only rebuilds the "
+               "group of peers that lost their coordinator")
+      ->needs("--quorum");
   std::string secret_file;
   app.add_option("--secret", secret,
                  "Group secret every peer must prove it holds (visible in the process list: "

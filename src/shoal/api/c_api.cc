@@ -62,6 +62,7 @@ void shoal_options_init(shoal_options* o) {
   o->reconnect_window_ms = 60000;
   o->reconnect_backoff_max_ms = 500;
   o->secret = nullptr;
+  o->coordinator_standbys = nullptr;
 }
 
 shoal_status shoal_comm_create(const shoal_options* o, shoal_comm** out) {
@@ -81,6 +82,15 @@ shoal_status shoal_comm_create(const shoal_options* o, shoal_comm** out) {
     opt.reconnect_window_ms = o->reconnect_window_ms;
     opt.reconnect_backoff_max_ms = o->reconnect_backoff_max_ms;
     if (o->secret != nullptr) opt.secret = o->secret;
+    if (o->coordinator_standbys != nullptr) {
+      std::string list = o->coordinator_standbys;
+      for (std::size_t start = 0; start <= list.size();) {
+        std::size_t comma = list.find(',', start);
+        if (comma == std::string::npos) comma = list.size();
+        if (comma > start) opt.coordinator_standbys.push_back(list.substr(start, comma - start));
+        start = comma + 1;
+      }
+    }
     if (o->log_level != nullptr) opt.log_level = o->log_level;
     auto c = std::make_unique<shoal_comm>();
     shoal::Status s = shoal::Communicator::Create(opt, &c->comm);

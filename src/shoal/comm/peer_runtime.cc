@@ -17,6 +17,27 @@ constexpr std::size_t kControlWriteQueueBytesMax = 64u << 20;
 constexpr std::size_t kHeldStreamsMax = 256;          // early data streams for future epochs
 constexpr TimeMs kDataHelloTimeoutMs = 5000;          // an accepted stream must introduce itself
 
+// "host:port" or "[v6 address]:port".
+bool ParseHostPort(const std::string& s, std::pair<std::string, std::uint16_t>* out) {
+  std::size_t colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size()) return false;
+  std::string host = s.substr(0, colon);
+  if (host.front() == '[') {
+    if (host.back() != ']' || host.size() < 3) return false;
+    host = host.substr(1, host.size() - 2);
+  } else if (host.find(':') != std::string::npos) {
+    return false;  // a bare v6 address: the port would be ambiguous
+  }
+  std::uint32_t port = 0;
+  for (char c : s.substr(colon + 1)) {
+    if (c < '0' || c > '9' || port > 65535) return false;
+    port = port * 10 + static_cast<std::uint32_t>(c - '0');
+  }
+  if (port == 0 || port > 65535 || host.size() > limits::kHostBytesMax) return false;
+  *out = {host, static_cast<std::uint16_t>(port)};
+  return true;
+}
+
 PeerId RandomPeerId() {
   std::random_device rd;
   std::uint64_t id = 0;
@@ -49,6 +70,16 @@ Status PeerRuntime::Create(const Options& options, std::shared_ptr<PeerRuntime>*
   if (options.timeout_ms <= 0 || options.verdict_grace_ms < 0 || options.setup_timeout_ms <= 0) {
     return Status(SHOAL_ERR_INVALID_ARGUMENT, "timeouts must be positive");
   }
+  std::vector<std::pair<std::string, std::uint16_t>> coordinators = {
+      {options.coordinator_host, options.coordinator_port}};
+  for (const std::string& a : options.coordinator_standbys) {
+    std::pair<std::string, std::uint16_t> hp;
+    if (!ParseHostPort(a, &hp)) {
+      return Status(SHOAL_ERR_INVALID_ARGUMENT,
+                    "coordinator_standbys: '" + a + "' is not host:port (or [v6]:port)");
+    }
+    coordinators.push_back(hp);
+  }
   if (options.reconnect_window_ms < 0 || options.reconnect_backoff_max_ms <= 0) {
     return Status(SHOAL_ERR_INVALID_ARGUMENT,
                   "reconnect_window_ms must be >= 0 and reconnect_backoff_max_ms > 0");
@@ -62,6 +93,7 @@ Status PeerRuntime::Create(const Options& options, std::shared_ptr<PeerRuntime>*
   }
   spdlog::set_level(level);
   std::shared_ptr<PeerRuntime> rt(new PeerRuntime(options));
+  rt->coordinators_ = std::move(coordinators);
   Status s = rt->Start(Deadline::After(options.timeout_ms));
   if (!s.ok()) {
     rt->Close();
@@ -399,6 +431,7 @@ void PeerRuntime::OnControlLost(const Status& why, bool fatal) {
     if (!reconnecting_) {
       reconnecting_ = true;
       lost_ms_ = now;
+      lost_index_ = coordinator_index_;
       reconnect_deadline_ms_ = now + options_.reconnect_window_ms;
       reconnect_attempts_ = 0;
       spdlog::warn("peer {}: coordinator connection lost: {}; reconnecting for up to {} ms",
@@ -477,6 +510,17 @@ void PeerRuntime::ScheduleReconnect() {
 
 void PeerRuntime::TryReconnect() {
   if (phase_ == Phase::kClosed || !reconnecting_) return;
+  // Stay with the coordinator that was lost (a supervisor may be restarting it) until the one it
+  // left must have dropped this peer (heartbeat timeout + one interval), then move along the list.
+  TimeMs failover_ms = std::max<TimeMs>(1, heartbeat_timeout_ms_ + heartbeat_interval_ms_);
+  std::size_t moves = static_cast<std::size_t>((MonotonicNowMs() - lost_ms_) / failover_ms);
+  std::size_t index = (lost_index_ + moves) % coordinators_.size();
+  if (index != coordinator_index_) {
+    spdlog::warn("peer {}: trying coordinator {}:{}", Hex64(peer_id_), coordinators_[index].first,
+                 coordinators_[index].second);
+  }
+  coordinator_index_ = index;
+  const auto& [host, port] = coordinators_[index];
   auto socket = std::make_shared<asio::ip::tcp::socket>(io_);
   auto resolver = std::make_shared<asio::ip::tcp::resolver>(io_);
   // One attempt may take at most this long (a coordinator host that drops packets).
@@ -487,7 +531,7 @@ void PeerRuntime::TryReconnect() {
     if (!ec) socket->close(ignored);
   });
   resolver->async_resolve(
-      options_.coordinator_host, std::to_string(options_.coordinator_port),
+      host, std::to_string(port),
       [this, socket, resolver, timer](const asio::error_code& ec,
                                       asio::ip::tcp::resolver::results_type results) {
         if (phase_ == Phase::kClosed || !reconnecting_) return;
@@ -544,6 +588,8 @@ net::Rejoin PeerRuntime::MakeRejoin() const {
       j.ops.push_back(net::RejoinOp{key.tag, key.seq, net::RejoinOpState::kFailed, 0, 0});
     }
   }
+  j.last_epoch = last_epoch_;
+  j.last_ring = last_ring_;
   j.has_revision = held_revision_.has_value();
   j.revision = held_revision_.value_or(0);
   j.state_digest = held_digest_;
@@ -647,6 +693,9 @@ void PeerRuntime::Handle(const net::EpochCommit& m) {
   setup_.reset();
   epoch_.committed = true;
   phase_ = Phase::kMember;
+  last_epoch_ = epoch_.number;
+  last_ring_.clear();
+  for (const net::Member& m : epoch_.members) last_ring_.push_back(m.peer_id);
   PublishSnapshot();
   spdlog::info("peer {}: member of epoch {} (rank {} of {})", Hex64(peer_id_), epoch_.number,
                epoch_.rank, n);

@@ -235,6 +235,13 @@ class PeerRuntime {
   TimeMs reconnect_deadline_ms_ = 0;
   std::uint32_t reconnect_attempts_ = 0;
   asio::steady_timer reconnect_timer_;
+  // The latest epoch this peer was a committed member of, and its ring (Rejoin.last_epoch).
+  std::uint64_t last_epoch_ = 0;
+  std::vector<PeerId> last_ring_;
+  // Coordinator addresses: the primary, then the standbys; reconnect attempts move along them.
+  std::vector<std::pair<std::string, std::uint16_t>> coordinators_;
+  std::size_t coordinator_index_ = 0;  // the one connected (or last tried)
+  std::size_t lost_index_ = 0;         // the one whose loss started the reconnect
   // Shared state: the revision of the last sync that committed here, and the state digest then.
   std::optional<std::uint64_t> held_revision_;
   std::uint64_t held_digest_ = 0;

@@ -42,7 +42,7 @@ static_assert(kMembersMax * kMemberEntryBytesMax + 64 <= kControlPayloadBytesMax
               "an epoch proposal with the most members must fit one control message");
 static_assert(kDetailBytesMax + 64 <= kControlPayloadBytesMax);
 // A rejoin report: members (8 each), tags (16 each), ops (33 each) and the fixed fields.
-static_assert(kHostBytesMax + kMembersMax * 8 + kTagsPerEpochMax * 16 + kOpsInFlightMax * 33 +
+static_assert(kHostBytesMax + 2 * kMembersMax * 8 + kTagsPerEpochMax * 16 + kOpsInFlightMax * 33 +
                       128 <= kControlPayloadBytesMax,
               "the largest rejoin report must fit one Hello");
 static_assert(kSegmentBytesMin <= kSegmentBytesMax);

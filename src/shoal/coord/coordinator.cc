@@ -93,6 +93,18 @@
 //    whose old connection is still open replaces it (the old one is lost).
 // 15. startup_hold_ms: an empty group of a coordinator younger than that proposes nothing, so
 //    newcomers cannot form a group before the members of the group it replaces report.
+// 16. Quorum (Config::quorum, for a set of coordinators: a primary and standbys). The coordinator
+//    keeps the newest committed epoch it knows of, `lineage`: its own commits, the epoch it
+//    rebuilt, and the newest `last_epoch` a rejoin report names. Every epoch it proposes (after
+//    a barrier, a failed setup, or to an empty group) and every epoch it rebuilds must hold a
+//    strict majority of the lineage's ring. So the epochs of the whole set form one chain, each
+//    holding a majority of the one before: two majorities of one ring share a peer, a peer talks to
+//    one coordinator at a time, and it reports the newest epoch it was in wherever it goes, which
+//    moves that coordinator's lineage on before the peer can count. Without a majority, the
+//    coordinator gives its members and pending peers up (Removed{COORDINATOR_LOST}, then the
+//    close), so that they move on to the coordinator that has it; pending peers that arrive later
+//    are given up likewise after rebuild_timeout_ms. A standby (Config::standby) proposes nothing
+//    to newcomers before it has a lineage.
 // 13. Syncs of a member are numbered 0, 1, 2, ... in each epoch and it runs one at a time, so a
 //    SyncReport whose seq is not the member's next one is a protocol error (a duplicate cannot
 //    open a record that never completes), and an OpResult for a sync that has no plan is one too
@@ -289,6 +301,10 @@ struct Coordinator::Impl {
   std::set<PeerId> rebuild_reported;
   TimeMs rebuild_deadline_ms = 0;
   std::optional<TimeMs> hold_until_ms;  // choice 15; set at the first event
+  // Choice 16: the newest committed epoch known, and its ring; when pending peers started waiting
+  // without a quorum.
+  std::optional<std::pair<std::uint64_t, std::vector<PeerId>>> lineage;
+  TimeMs no_quorum_since_ms = 0;
   TimeMs now_ms = 0;
   std::vector<Output>* out = nullptr;  // set for the duration of one event
 
@@ -583,10 +599,13 @@ struct Coordinator::Impl {
       p.rejoin = m.rejoin;
       p.proposed_epoch = m.rejoin->epoch;
       p.committed_epoch = m.rejoin->committed ? m.rejoin->epoch : 0;
+      Learn(m.rejoin->last_epoch, m.rejoin->last_ring);
     }
     switch (phase) {
       case Phase::kEmpty:
-        if (p.rejoin && p.rejoin->epoch > highest_epoch) return StartRebuild(p);
+        if (p.rejoin && (p.rejoin->epoch > highest_epoch || Regroups(*p.rejoin))) {
+          return StartRebuild(p);
+        }
         EndRejoin(p);
         ProposeToEmptyGroup();
         return;
@@ -611,10 +630,71 @@ struct Coordinator::Impl {
            e == p.rejoin->epoch && e != 0;
   }
 
+  // Epochs proposed later are above every epoch a report names.
+  void NoteEpochs(const net::Rejoin& j) {
+    highest_epoch = std::max({highest_epoch, j.epoch, j.last_epoch});
+  }
+
+  // Choice 16: a committed epoch named in a report moves the lineage on if it is newer.
+  void Learn(std::uint64_t e, const std::vector<PeerId>& ring) {
+    if (e == 0 || ring.empty()) return;
+    if (!lineage || e > lineage->first) lineage = std::make_pair(e, ring);
+  }
+
+  // Whether `ids` hold a strict majority of the lineage's ring (always, without quorum).
+  bool HasQuorum(const std::vector<PeerId>& ids) const {
+    if (!config.quorum || !lineage) return true;
+    std::size_t in = 0;
+    for (PeerId id : lineage->second) {
+      in += std::find(ids.begin(), ids.end(), id) != ids.end();
+    }
+    return 2 * in > lineage->second.size();
+  }
+  bool HasQuorumOf(const std::vector<ConnId>& conns) const {
+    std::vector<PeerId> ids;
+    for (ConnId c : conns) ids.push_back(peers.at(c).id);
+    return HasQuorum(ids);
+  }
+
+  // With quorum, a coordinator whose group emptied rebuilds from a member of the lineage's epoch
+  // (or a newer one) even if it used that number itself: that peer may come from a standby that
+  // resumed it.
+  bool Regroups(const net::Rejoin& j) const {
+    return config.quorum && lineage && j.committed && j.epoch >= lineage->first;
+  }
+
+  // Choice 16: no majority here. Every live member and pending peer is given up, so that they
+  // find the coordinator that has the majority; the group is empty.
+  void GiveUpGroup() {
+    if (phase == Phase::kActive) Break(SHOAL_ERR_COORDINATOR_LOST, 0);
+    std::vector<ConnId> all = LiveMembers();
+    for (ConnId c : PendingInOrder()) all.push_back(c);
+    for (ConnId c : all) {
+      Peer& q = peers.at(c);
+      if (IsLiveMember(q.state)) {
+        LoseHolder(q.id);
+        MovePeer(q, PeerState::kPending);
+      }
+      q.rejoin.reset();
+      Send(q, net::Removed{SHOAL_ERR_COORDINATOR_LOST,
+                           "this coordinator has no majority of the group; look for another"});
+    }
+    for (ConnId c : all) Forget(c, SHOAL_ERR_PEER_LOST, /*emit_close=*/true);
+    if (phase != Phase::kEmpty) {
+      MovePhase(Phase::kEmpty);
+      std::uint64_t last = epoch.number;
+      epoch = Epoch{};
+      epoch.number = last;
+    }
+    revision.reset();
+    revision_holders.clear();
+    no_quorum_since_ms = 0;
+  }
+
   // A rejoin report that is not part of a rebuild: a peer the group went on without.
   void EndRejoin(Peer& p) {
     if (!p.rejoin) return;
-    highest_epoch = std::max(highest_epoch, p.rejoin->epoch);
+    NoteEpochs(*p.rejoin);
     if (p.rejoin->epoch != 0) {
       Send(p, net::Removed{SHOAL_ERR_COORDINATOR_LOST,
                            "the coordinator changed and the group went on without this peer"});
@@ -634,6 +714,9 @@ struct Coordinator::Impl {
   void AddToRebuild(const Peer& p) {
     rebuild_reported.insert(p.id);
     rebuild_expected.insert(p.rejoin->members.begin(), p.rejoin->members.end());
+    if (config.quorum) {  // wait for the newest epoch's members too: they make the majority
+      rebuild_expected.insert(p.rejoin->last_ring.begin(), p.rejoin->last_ring.end());
+    }
   }
 
   // Finishes the rebuild once every expected peer reported, unless a collective is still running
@@ -676,8 +759,19 @@ struct Coordinator::Impl {
     return key.seq < NextSeq(j, key.tag) && FindOp(j, key) == nullptr;
   }
 
+  // Choice 16: whether the peers here (all pending during a rebuild) hold a majority of the
+  // lineage: then no other coordinator can move the group on.
+  bool RebuildHasQuorum() const { return HasQuorumOf(PendingInOrder()); }
+
   void FinishRebuild() {
     SHOAL_CHECK(phase == Phase::kRebuild);
+    for (const auto& [conn, q] : peers) {
+      if (q.state == PeerState::kPending && q.rejoin) NoteEpochs(*q.rejoin);
+    }
+    if (!RebuildHasQuorum()) {
+      MovePhase(Phase::kEmpty);
+      return GiveUpGroup();
+    }
     std::vector<Peer*> reporters;
     for (auto& [conn, q] : peers) {
       if (q.state == PeerState::kPending && q.rejoin) reporters.push_back(&q);
@@ -686,7 +780,6 @@ struct Coordinator::Impl {
               [](const Peer* a, const Peer* b) { return a->arrival < b->arrival; });
     const net::Rejoin* chosen = nullptr;
     for (Peer* q : reporters) {
-      highest_epoch = std::max(highest_epoch, q->rejoin->epoch);
       if (q->rejoin->committed && (!chosen || q->rejoin->epoch > chosen->epoch)) {
         chosen = &*q->rejoin;
       }
@@ -699,6 +792,7 @@ struct Coordinator::Impl {
     }
     const std::uint64_t e = chosen->epoch;
     const std::vector<PeerId> ring = chosen->members;
+    Learn(e, ring);
     epoch = Epoch{};
     epoch.number = e;
     std::vector<Peer*> members;
@@ -873,6 +967,7 @@ struct Coordinator::Impl {
       if (phase == Phase::kActive) Break(SHOAL_ERR_TIMEOUT, peers.at(late.front()).id);
       for (ConnId c : late) Demote(peers.at(c), SHOAL_ERR_TIMEOUT, "late to update_topology");
     }
+    if (!HasQuorumOf(next)) return GiveUpGroup();  // choice 16
     if (phase == Phase::kActive && SameMembers(next)) {
       epoch.barrier_open = false;
       for (ConnId c : arrived) {
@@ -900,6 +995,13 @@ struct Coordinator::Impl {
     if (hold_until_ms && now_ms < *hold_until_ms) return;  // choice 15
     std::vector<ConnId> next = PendingInOrder();
     if (next.empty()) return;
+    if (config.standby && !lineage) return;  // choice 16: a standby's group comes from a rebuild
+    if (!HasQuorumOf(next)) {  // choice 16: wait a while for the majority, then give up
+      if (no_quorum_since_ms == 0) no_quorum_since_ms = now_ms;
+      if (now_ms - no_quorum_since_ms >= config.rebuild_timeout_ms) GiveUpGroup();
+      return;
+    }
+    no_quorum_since_ms = 0;
     if (next.size() > config.max_members) next.resize(config.max_members);
     Propose(next);
   }
@@ -952,6 +1054,8 @@ struct Coordinator::Impl {
 
   void Commit() {
     MovePhase(Phase::kActive);
+    lineage = std::make_pair(epoch.number, std::vector<PeerId>());
+    for (const net::Member& m : epoch.members) lineage->second.push_back(m.peer_id);
     for (ConnId c : epoch.conns) {
       Peer& q = peers.at(c);  // every member of the proposal is live, or it would be re-proposed
       MovePeer(q, PeerState::kMember);
@@ -966,6 +1070,7 @@ struct Coordinator::Impl {
     for (ConnId c : demoted) Demote(peers.at(c), code, reason);
     std::vector<ConnId> rest = LiveMembers();
     if (rest.empty()) return EmptyGroup();
+    if (!HasQuorumOf(rest)) return GiveUpGroup();  // choice 16
     Propose(rest);
   }
 

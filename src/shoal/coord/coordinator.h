@@ -44,6 +44,14 @@ struct Config {
   // a group it replaces (a restart) report before newcomers could form another one. 0: propose at
   // once. shoal-coord sets it; the state machine's tests mostly do not.
   std::uint32_t startup_hold_ms = 0;
+  // Standby coordinators (docs/protocol.md, "Standby coordinators"). With quorum, every epoch this
+  // coordinator proposes holds a strict majority of the newest committed epoch it knows of (its
+  // own, or one a rejoining peer was a member of), so that two coordinators of a set can never
+  // both move the same group on; without a majority it gives its peers up so that they look for
+  // the coordinator that has it. Set on every coordinator of a primary/standby set.
+  bool quorum = false;
+  // A standby forms no group of newcomers: its group comes from a rebuild only.
+  bool standby = false;
 };
 
 // One thing for the shell to do.

@@ -129,6 +129,9 @@ void Put(Writer& w, const Hello& m) {
     w.u64(op.revision);
     w.u64(op.digest);
   }
+  w.u64(j.last_epoch);
+  w.u32(static_cast<std::uint32_t>(j.last_ring.size()));
+  for (PeerId id : j.last_ring) w.u64(id);
 }
 void Get(Reader& r, Hello& m) {
   m.peer_id = r.u64();
@@ -180,7 +183,16 @@ void Get(Reader& r, Hello& m) {
     op.revision = r.u64();
     op.digest = r.u64();
   }
+  j.last_epoch = r.u64();
+  n = r.u32();
+  if (!r.ok() || n > limits::kMembersMax || r.remaining() < std::size_t{n} * 8) return r.fail();
+  j.last_ring.resize(n);
+  for (PeerId& id : j.last_ring) {
+    id = r.u64();
+    if (id == 0) r.fail();
+  }
   if (j.epoch == 0 && (j.committed || !j.members.empty())) r.fail();
+  if ((j.last_epoch == 0) != j.last_ring.empty()) r.fail();
 }
 void Put(Writer& w, const Welcome& m) {
   w.u64(m.peer_id);

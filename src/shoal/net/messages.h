@@ -80,6 +80,10 @@ struct Rejoin {
   bool has_revision = false;     // it holds the revision of a committed shared-state sync
   std::uint64_t revision = 0;
   std::uint64_t state_digest = 0;  // xxHash3-64 of its tensors' hashes at that revision
+  // The latest epoch this peer was a committed member of (0: none) and its ring, even if it is
+  // pending now: how a coordinator of a quorum set learns of the group's newest epoch.
+  std::uint64_t last_epoch = 0;
+  std::vector<PeerId> last_ring;
   bool operator==(const Rejoin&) const = default;
 };
 // peer -> coordinator: first message on a control connection.
