@@ -31,7 +31,7 @@ namespace {
 
 constexpr TimeMs kExitMs = 180000;  // sanitizer builds are slow; a hang still ends here
 constexpr int kPeers = 4;
-constexpr int kSteps = 12;
+constexpr int kSteps = 10;
 
 bool HasLine(const std::vector<Line>& lines, const std::string& word, int step) {
   for (const Line& l : lines) {
@@ -84,11 +84,12 @@ std::string Outcome(const Swarm& swarm, const std::string& word, int step) {
 TEST(CoordRestartMpTest, KillNineMidAllReduceAndMidSyncAndTheRunGoesOn) {
   // The coordinator restarts with its default startup hold (1 s): the rebuild must not wait for it.
   Swarm swarm(SHOAL_SYNC_PEER_BIN, {"--startup-hold-ms", "1000"});
-  // A 64 MiB f32 state tensor and a 64 MiB gradient: long enough (about 100 ms per all-reduce here,
-  // far more under the sanitizers) for a kill to land inside an op.
+  // A 16 MiB f32 state tensor and a 16 MiB gradient: long enough (30-50 ms per all-reduce here,
+  // seconds under the sanitizers) for a kill to land inside an op, small enough for TSan on two
+  // cores.
   for (int i = 0; i < kPeers; i++) {
-    swarm.StartPeer({"--expect", std::to_string(kPeers), "--layout", "f32:16777216,f32:1000",
-                     "--steps", std::to_string(kSteps), "--allreduce", "16777216", "--retry",
+    swarm.StartPeer({"--expect", std::to_string(kPeers), "--layout", "f32:4194304,f32:1000",
+                     "--steps", std::to_string(kSteps), "--allreduce", "4194304", "--retry",
                      "--hold-ms", "20"});
   }
   auto all_have = [&](const std::string& word, int step) {
