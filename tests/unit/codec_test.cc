@@ -129,6 +129,7 @@ ByteVec SpecPayloadOf(const Hello& m) {
   }
   b.u64(j.last_epoch).u32(static_cast<std::uint32_t>(j.last_ring.size()));
   for (PeerId id : j.last_ring) b.u64(id);
+  b.u64(j.seen_epoch);
   return b.get();
 }
 template <std::size_t N>
@@ -394,6 +395,7 @@ std::vector<Sample> Samples() {
     j.state_digest = 0x1122334455667788ull;
     j.last_epoch = 42;
     j.last_ring = j.members;
+    j.seen_epoch = 43;
     s.push_back({"HelloRejoin", Hello{9, "10.0.0.9", 4000, j}});
     s.push_back({"HelloRejoinPending", Hello{9, "h", 4000, Rejoin{}}});
   }
@@ -593,7 +595,7 @@ TEST(CodecTest, PayloadSizes) {
   // Fixed sizes from the tables of docs/wire-format.md.
   auto payload_bytes = [](const Message& m) { return EncodeOne(m).size() - kHeaderBytes; };
   EXPECT_EQ(payload_bytes(Hello{1, "abc", 2, std::nullopt}), 8u + 2 + 3 + 2 + 1);
-  EXPECT_EQ(payload_bytes(Hello{1, "abc", 2, Rejoin{}}), 8u + 2 + 3 + 2 + 1 + 49 + 12 + 12);
+  EXPECT_EQ(payload_bytes(Hello{1, "abc", 2, Rejoin{}}), 8u + 2 + 3 + 2 + 1 + 49 + 12 + 12 + 8);
   EXPECT_EQ(payload_bytes(Welcome{1, 2, 3}), 16u);
   EXPECT_EQ(payload_bytes(Reject{SHOAL_ERR_REJECTED, "ab"}), 2u + 2 + 2);
   EXPECT_EQ(payload_bytes(Heartbeat{}), 0u);
@@ -1370,7 +1372,7 @@ ByteVec RejoinHelloWithCounts(std::uint32_t members, std::uint32_t tags, std::ui
   b.u8(0).u64(0).u64(0);
   b.u32(members);
   for (std::uint32_t i = 0; i < members && i < 4; ++i) b.u64(i + 1);
-  b.u32(tags).u32(ops).u64(0).u32(0);
+  b.u32(tags).u32(ops).u64(0).u32(0).u64(5);
   return Frame(MsgType::kHello, b.get());
 }
 
@@ -1395,6 +1397,7 @@ TEST(CodecCorruptionTest, RejoinCountsAboveLimitOrBeyondPayloadRejectedBeforeAll
 TEST(CodecCorruptionTest, RejoinFieldsOutOfRange) {
   Rejoin j;
   j.epoch = 3;
+  j.seen_epoch = 3;
   j.committed = true;
   j.members = {1, 2};
   j.ops = {{0, 1, RejoinOpState::kDone, 0, 0}};
@@ -1402,7 +1405,7 @@ TEST(CodecCorruptionTest, RejoinFieldsOutOfRange) {
   Message out;
   ASSERT_TRUE(DecodeBytes(good, &out).ok());
   ByteVec bad_state = good;
-  bad_state[bad_state.size() - 29] = 3;  // the op's state byte (then 8 + 8 + 8 + 4 bytes)
+  bad_state[bad_state.size() - 37] = 3;  // the op's state byte (then 8 + 8 + 8 + 4 + 8 bytes)
   ExpectProtocolError(bad_state, "rejoin op state 3");
   Rejoin zero_member = j;
   zero_member.members = {1, 0};
@@ -1419,6 +1422,9 @@ TEST(CodecCorruptionTest, RejoinFieldsOutOfRange) {
   lineage.last_epoch = 0;
   lineage.last_ring = {1};
   ExpectProtocolError(SpecFrame(Hello{1, "h", 2, lineage}), "a last ring without its epoch");
+  Rejoin seen = j;
+  seen.seen_epoch = 2;  // below its own epoch 3
+  ExpectProtocolError(SpecFrame(Hello{1, "h", 2, seen}), "seen_epoch below epoch");
 }
 
 TEST(CodecCorruptionTest, StreamsPerLinkOutOfRange) {

@@ -1735,6 +1735,46 @@ TEST_F(CoordinatorRebuildTest, MalformedRejoinReportsAreRefused) {
   EXPECT_EQ(coord_.view().highest_epoch, 0u);
 }
 
+TEST_F(CoordinatorRebuildTest, APendingPeersSeenEpochKeepsNewEpochsAboveIt) {
+  // Peer 2 was demoted during the setup of epoch 8 and is pending: no epoch to rebuild, but it was
+  // given 8, so the group it starts must be numbered above.
+  net::Rejoin pending;
+  pending.seen_epoch = 8;
+  Outs o = Rejoin(2, pending);
+  EXPECT_EQ(o.One<net::EpochPropose>(2).epoch, 9u);
+}
+
+TEST_F(CoordinatorRebuildTest, ACommitReportedByAReporterThatLeftStillCounts) {
+  auto ring = Ids({1, 2, 3});
+  Rejoin(1, MemberReport(4, ring, {{0, 3}}, {}));  // committed (0, 2), then it dies
+  Drop(1);
+  Rejoin(2, MemberReport(4, ring, {{0, 3}}, {Done(0, 2)}));
+  Outs o = Rejoin(3, MemberReport(4, ring, {{0, 3}}, {Done(0, 2)}));
+  EXPECT_EQ(o.Receivers<net::OpCommit>(), (std::vector<ConnId>{2, 3}));
+  EXPECT_EQ(o.One<net::EpochAbort>(2).lost_peer, Id(1));
+}
+
+TEST_F(CoordinatorRebuildTest, AHolderThatIsOnlyPendingStopsHoldingWhenItGoes) {
+  // Both were setting up epoch 3 (nobody committed): the revision comes from their reports, and the
+  // one that dies before the new group commits holds it no longer.
+  auto with = [](std::uint64_t revision) {
+    net::Rejoin j;
+    j.epoch = 3;
+    j.members = Ids({1, 2});
+    j.seen_epoch = 3;
+    j.has_revision = true;
+    j.revision = revision;
+    return j;
+  };
+  Rejoin(1, with(7));
+  Outs o = Rejoin(2, with(7));
+  EXPECT_EQ(o.One<net::EpochPropose>(1).epoch, 4u);
+  EXPECT_EQ(coord_.view().revision_holders, Ids({1, 2}));
+  Drop(1);
+  EXPECT_EQ(coord_.view().revision_holders, Ids({2}));
+  EXPECT_EQ(coord_.view().revision, std::optional<std::uint64_t>(7));
+}
+
 class CoordinatorHoldTest : public CoordinatorTest {
  protected:
   static Config HoldConfig() {

@@ -590,6 +590,7 @@ net::Rejoin PeerRuntime::MakeRejoin() const {
   }
   j.last_epoch = last_epoch_;
   j.last_ring = last_ring_;
+  j.seen_epoch = std::max(epoch_.number, last_epoch_);
   j.has_revision = held_revision_.has_value();
   j.revision = held_revision_.value_or(0);
   j.state_digest = held_digest_;
@@ -780,7 +781,11 @@ void PeerRuntime::StopDataPlane(const Status& why) {
 void PeerRuntime::FailOps(const Status& reason) {
   auto ops = std::move(epoch_.ops);
   epoch_.ops.clear();
-  for (auto& [key, op] : ops) op->completion.Set(reason);
+  for (auto& [key, op] : ops) {
+    // A rejoin report must not read these as committed here (started, and no longer listed).
+    epoch_.failed_locally.insert(key);
+    op->completion.Set(reason);
+  }
 }
 
 void PeerRuntime::CompleteUpdates(const Status& status) {

@@ -32,6 +32,7 @@ void PeerRuntime::Handle(const net::SyncPlan& m) {
   if (m.code != SHOAL_OK) {  // refused: the coordinator decided, nobody waits for this peer
     spdlog::warn("peer {}: shared-state sync {} refused: {}", Hex64(peer_id_), m.seq, m.reason);
     epoch_.ops.erase(it);
+    epoch_.failed_locally.insert(op->key);  // not committed here, whatever the others do
     op->completion.Set(Status(m.code, m.reason));
     return;
   }
@@ -82,13 +83,18 @@ void PeerRuntime::Handle(const net::SyncPlan& m) {
   HandLinks();
 }
 
-// The digest of this peer's state once `plan` is carried out: xxHash3 of the tensors' hashes in
-// order, the received ones replaced by the hashes the plan expects.
+// The digest of this peer's state once `plan` is carried out: xxHash3 of the hashes of the tensors
+// that may not diverge, in order, the received ones replaced by the hashes the plan expects.
 std::uint64_t PeerRuntime::StateDigest(const SyncJob& job, const net::SyncPlan& plan) {
   std::vector<std::uint64_t> hashes;
   for (const net::TensorReport& t : job.tensors) hashes.push_back(t.hash);
   for (const net::ExpectedHash& e : plan.expect) hashes.at(e.tensor) = e.hash;
-  return ContentHash(hashes.data(), hashes.size() * sizeof(std::uint64_t));
+  // Tensors that may diverge differ between holders by design: they are not part of the digest.
+  std::vector<std::uint64_t> kept;
+  for (std::size_t t = 0; t < hashes.size(); ++t) {
+    if (!job.tensors[t].allow_divergence) kept.push_back(hashes[t]);
+  }
+  return ContentHash(kept.data(), kept.size() * sizeof(std::uint64_t));
 }
 
 // The plan comes from the coordinator, but it decides what this peer reads into user memory, so

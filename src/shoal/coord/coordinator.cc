@@ -299,6 +299,8 @@ struct Coordinator::Impl {
   // kRebuild: the ids of every member of the epochs reported so far, and the ids that reported.
   std::set<PeerId> rebuild_expected;
   std::set<PeerId> rebuild_reported;
+  std::vector<net::Rejoin> departed_reports;  // of reporters that left during the rebuild
+  bool replacing = false;                     // Admit is forgetting an old connection
   TimeMs rebuild_deadline_ms = 0;
   std::optional<TimeMs> hold_until_ms;  // choice 15; set at the first event
   // Choice 16: the newest committed epoch known, and its ring; when pending peers started waiting
@@ -471,11 +473,18 @@ struct Coordinator::Impl {
   void On(Peer& p, const net::OpResult& m) {
     if (Reporting(p, m.epoch)) {
       // A sync's result does not say which revision it commits to: it stays unresolved.
+      if (m.tag == net::kSharedStateTag) return;
+      bool listed = false;
       for (net::RejoinOp& op : p.rejoin->ops) {
-        if (op.tag == m.tag && op.seq == m.seq && m.tag != net::kSharedStateTag &&
-            op.state == net::RejoinOpState::kRunning) {
-          op.state = net::RejoinOpState::kDone;
-        }
+        if (op.tag != m.tag || op.seq != m.seq) continue;
+        listed = true;
+        if (op.state == net::RejoinOpState::kRunning) op.state = net::RejoinOpState::kDone;
+      }
+      // An op started after the report (the epoch went on on the data plane): now done.
+      if (!listed && m.seq >= NextSeq(*p.rejoin, m.tag) &&
+          p.rejoin->ops.size() < limits::kOpsInFlightMax) {
+        p.rejoin->ops.push_back(net::RejoinOp{m.tag, m.seq, net::RejoinOpState::kDone, 0, 0});
+        SetNextSeq(&*p.rejoin, m.tag, m.seq + 1);
       }
       return MaybeFinishRebuild();
     }
@@ -582,8 +591,11 @@ struct Coordinator::Impl {
       if (!m.rejoin) {
         return RejectAndClose(p, SHOAL_ERR_REJECTED, "a live connection has this peer id");
       }
-      // The peer lost this connection and made a new one: the old one is lost (choice 14).
+      // The peer lost this connection and made a new one: the old one is lost (choice 14). An
+      // emptied group waits for the end of this Admit, whose report may name higher epochs.
+      replacing = true;
       Forget(old->second, SHOAL_ERR_PEER_LOST, /*emit_close=*/true);
+      replacing = false;
     }
     if (PendingInOrder().size() >= config.max_pending) {
       return RejectAndClose(p, SHOAL_ERR_REJECTED, "too many pending peers");
@@ -632,7 +644,7 @@ struct Coordinator::Impl {
 
   // Epochs proposed later are above every epoch a report names.
   void NoteEpochs(const net::Rejoin& j) {
-    highest_epoch = std::max({highest_epoch, j.epoch, j.last_epoch});
+    highest_epoch = std::max({highest_epoch, j.epoch, j.last_epoch, j.seen_epoch});
   }
 
   // Choice 16: a committed epoch named in a report moves the lineage on if it is newer.
@@ -707,6 +719,7 @@ struct Coordinator::Impl {
     rebuild_deadline_ms = now_ms + config.rebuild_timeout_ms;
     rebuild_expected.clear();
     rebuild_reported.clear();
+    departed_reports.clear();
     AddToRebuild(p);
     MaybeFinishRebuild();
   }
@@ -746,6 +759,15 @@ struct Coordinator::Impl {
       if (t.tag == tag) return t.next_seq;
     }
     return 0;
+  }
+  static void SetNextSeq(net::Rejoin* j, std::uint64_t tag, std::uint64_t next) {
+    for (net::TagSeq& t : j->next_seq) {
+      if (t.tag == tag) {
+        t.next_seq = std::max(t.next_seq, next);
+        return;
+      }
+    }
+    if (j->next_seq.size() < limits::kTagsPerEpochMax) j->next_seq.push_back(net::TagSeq{tag, next});
   }
   static const net::RejoinOp* FindOp(const net::Rejoin& j, const OpKey& key) {
     for (const net::RejoinOp& op : j.ops) {
@@ -826,8 +848,14 @@ struct Coordinator::Impl {
     }
     bool all_back = members.size() == ring.size();
     bool unresolved = false;
+    // Reporters that left during the rebuild: their commits and aborts are facts (choice 14).
+    std::vector<const net::Rejoin*> departed;
+    for (const net::Rejoin& j : departed_reports) {
+      if (j.committed && j.epoch == e && j.members == ring) departed.push_back(&j);
+    }
     for (const OpKey& key : keys) {
       bool committed = false;
+      for (const net::Rejoin* j : departed) committed = committed || CommittedAt(*j, key);
       bool all_done = all_back;
       for (Peer* q : members) {
         const net::RejoinOp* op = FindOp(*q->rejoin, key);
@@ -860,6 +888,9 @@ struct Coordinator::Impl {
       if (q->rejoin->broken && !abort) {
         abort = net::EpochAbort{e, q->rejoin->abort_code, q->rejoin->abort_lost};
       }
+    }
+    for (const net::Rejoin* j : departed) {
+      if (j->broken && !abort) abort = net::EpochAbort{e, j->abort_code, j->abort_lost};
     }
     if (!abort && missing != 0) abort = net::EpochAbort{e, SHOAL_ERR_PEER_LOST, missing};
     for (Peer* q : members) {
@@ -992,6 +1023,7 @@ struct Coordinator::Impl {
 
   void ProposeToEmptyGroup() {
     SHOAL_CHECK(phase == Phase::kEmpty);
+    if (replacing) return;
     if (hold_until_ms && now_ms < *hold_until_ms) return;  // choice 15
     std::vector<ConnId> next = PendingInOrder();
     if (next.empty()) return;
@@ -1054,6 +1086,14 @@ struct Coordinator::Impl {
 
   void Commit() {
     MovePhase(Phase::kActive);
+    // Holders are members (choice 12); after a rebuild without a committed member they may be
+    // pending peers that this epoch did not take.
+    for (auto it = revision_holders.begin(); it != revision_holders.end();) {
+      bool member = std::any_of(epoch.members.begin(), epoch.members.end(),
+                                [&](const net::Member& m) { return m.peer_id == *it; });
+      it = member ? std::next(it) : revision_holders.erase(it);
+    }
+    if (revision_holders.empty()) revision.reset();
     lineage = std::make_pair(epoch.number, std::vector<PeerId>());
     for (const net::Member& m : epoch.members) lineage->second.push_back(m.peer_id);
     for (ConnId c : epoch.conns) {
@@ -1257,7 +1297,10 @@ struct Coordinator::Impl {
     PeerState state = it->second.state;
     PeerId id = it->second.id;
     if (state != PeerState::kHandshaking) conn_of.erase(id);
-    if (IsLiveMember(state)) LoseHolder(id);
+    if (state != PeerState::kHandshaking) LoseHolder(id);  // holders may be pending (a rebuild)
+    if (phase == Phase::kRebuild && it->second.rejoin) {
+      departed_reports.push_back(*it->second.rejoin);  // still evidence of commits and aborts
+    }
     peers.erase(it);
     if (emit_close) out->push_back(Output{Output::Kind::kClose, conn, {}});
     switch (state) {

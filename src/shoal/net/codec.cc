@@ -69,6 +69,24 @@ class Reader {
   }
   std::size_t remaining() const { return ok_ ? n_ - pos_ : 0; }
   void fail() { ok_ = false; }
+  // A u32 count of entries of at least `entry_bytes` each: fails (and returns 0) above `max` or
+  // when the bytes left cannot hold that many, before the caller allocates anything.
+  std::uint32_t count(std::uint32_t max, std::size_t entry_bytes) {
+    std::uint32_t n = u32();
+    if (!ok_ || n > max || remaining() < std::size_t{n} * entry_bytes) {
+      ok_ = false;
+      return 0;
+    }
+    return n;
+  }
+  // A count of peer ids (non-zero, at most kMembersMax) and the ids.
+  void peer_ids(std::vector<PeerId>* out) {
+    out->resize(count(limits::kMembersMax, 8));
+    for (PeerId& id : *out) {
+      id = u64();
+      if (id == 0) ok_ = false;
+    }
+  }
 
  private:
   std::uint64_t le(int bytes) {
@@ -132,6 +150,7 @@ void Put(Writer& w, const Hello& m) {
   w.u64(j.last_epoch);
   w.u32(static_cast<std::uint32_t>(j.last_ring.size()));
   for (PeerId id : j.last_ring) w.u64(id);
+  w.u64(j.seen_epoch);
 }
 void Get(Reader& r, Hello& m) {
   m.peer_id = r.u64();
@@ -153,27 +172,13 @@ void Get(Reader& r, Hello& m) {
   j.revision = r.u64();
   j.state_digest = r.u64();
   // Every count is checked against its limit and the bytes left before anything is allocated.
-  std::uint32_t n = r.u32();
-  if (!r.ok() || n > limits::kMembersMax || r.remaining() < std::size_t{n} * 8) return r.fail();
-  j.members.resize(n);
-  for (PeerId& id : j.members) {
-    id = r.u64();
-    if (id == 0) r.fail();
-  }
-  n = r.u32();
-  if (!r.ok() || n > limits::kTagsPerEpochMax || r.remaining() < std::size_t{n} * 16) {
-    return r.fail();
-  }
-  j.next_seq.resize(n);
+  r.peer_ids(&j.members);
+  j.next_seq.resize(r.count(limits::kTagsPerEpochMax, 16));
   for (TagSeq& t : j.next_seq) {
     t.tag = r.u64();
     t.next_seq = r.u64();
   }
-  n = r.u32();
-  if (!r.ok() || n > limits::kOpsInFlightMax || r.remaining() < std::size_t{n} * 33) {
-    return r.fail();
-  }
-  j.ops.resize(n);
+  j.ops.resize(r.count(limits::kOpsInFlightMax, 33));
   for (RejoinOp& op : j.ops) {
     op.tag = r.u64();
     op.seq = r.u64();
@@ -184,13 +189,9 @@ void Get(Reader& r, Hello& m) {
     op.digest = r.u64();
   }
   j.last_epoch = r.u64();
-  n = r.u32();
-  if (!r.ok() || n > limits::kMembersMax || r.remaining() < std::size_t{n} * 8) return r.fail();
-  j.last_ring.resize(n);
-  for (PeerId& id : j.last_ring) {
-    id = r.u64();
-    if (id == 0) r.fail();
-  }
+  r.peer_ids(&j.last_ring);
+  j.seen_epoch = r.u64();
+  if (j.seen_epoch < j.epoch || j.seen_epoch < j.last_epoch) r.fail();
   if (j.epoch == 0 && (j.committed || !j.members.empty())) r.fail();
   if ((j.last_epoch == 0) != j.last_ring.empty()) r.fail();
 }

@@ -84,6 +84,9 @@ struct Rejoin {
   // pending now: how a coordinator of a quorum set learns of the group's newest epoch.
   std::uint64_t last_epoch = 0;
   std::vector<PeerId> last_ring;
+  // The highest epoch number this peer was ever given (proposed or committed), even if it is
+  // pending now: epochs proposed to it later must be above it.
+  std::uint64_t seen_epoch = 0;
   bool operator==(const Rejoin&) const = default;
 };
 // peer -> coordinator: first message on a control connection.
