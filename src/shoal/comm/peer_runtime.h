@@ -96,6 +96,7 @@ class PeerRuntime {
 
   // The data streams being opened for a proposed epoch.
   struct Setup {
+    Setup() {}  // user-provided: clang 14 cannot emplace a nested aggregate with initializers
     std::uint64_t epoch = 0;
     std::vector<std::optional<asio::ip::tcp::socket>> out;
     std::vector<std::optional<asio::ip::tcp::socket>> in;
