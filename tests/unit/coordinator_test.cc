@@ -1447,6 +1447,7 @@ net::RejoinOp Running(std::uint64_t tag, std::uint64_t seq) {
 
 class CoordinatorRebuildTest : public CoordinatorTest {
  protected:
+  explicit CoordinatorRebuildTest(Config config = TestConfig()) : CoordinatorTest(config) {}
   Outs Rejoin(ConnId c, net::Rejoin j) {
     Connect(c);
     return Deliver(c, net::Hello{Id(c), "host" + std::to_string(c), static_cast<std::uint16_t>(c),
@@ -1775,6 +1776,30 @@ TEST_F(CoordinatorRebuildTest, AHolderThatIsOnlyPendingStopsHoldingWhenItGoes) {
   EXPECT_EQ(coord_.view().revision, std::optional<std::uint64_t>(7));
 }
 
+class CoordinatorSmallRestartTest : public CoordinatorRebuildTest {
+ protected:
+  static Config Small() {
+    Config c = TestConfig();
+    c.max_members = 2;
+    return c;
+  }
+  CoordinatorSmallRestartTest() : CoordinatorRebuildTest(Small()) {}
+};
+
+TEST_F(CoordinatorSmallRestartTest, AGroupAboveMaxMembersShrinksAtItsBarrier) {
+  // Restarted with a smaller max_members: the rebuilt group of three goes on, and its next
+  // barrier keeps the first two in ring order; the third waits as pending.
+  auto ring = Ids({1, 2, 3});
+  for (ConnId c : {1, 2, 3}) Rejoin(c, MemberReport(5, ring));
+  EXPECT_EQ(coord_.view().members, ring);
+  Update(3, 5);
+  Update(2, 5);
+  Outs o = Update(1, 5);
+  EXPECT_EQ(o.One<net::Removed>(3).code, SHOAL_ERR_REJECTED);
+  EXPECT_EQ(MemberIds(o.One<net::EpochPropose>(1)), Ids({1, 2}));
+  EXPECT_EQ(coord_.view().pending, Ids({3}));
+}
+
 class CoordinatorHoldTest : public CoordinatorTest {
  protected:
   static Config HoldConfig() {
@@ -1872,6 +1897,26 @@ TEST_F(QuorumTest, ANewerEpochNamedByAPeerEndsThisGroupsRight) {
   EXPECT_FALSE(o.Any<net::EpochPropose>());
   EXPECT_FALSE(o.Any<net::TopologyUnchanged>());
   for (ConnId c : {1, 2, 3, 6}) EXPECT_TRUE(o.Closed(c)) << c;
+}
+
+TEST_F(QuorumTest, AGroupThatComesBackAfterItsAbortGetsThatAbortNotACommit) {
+  std::uint64_t e = StartGroup({1, 2, 3});
+  auto ring = Ids({1, 2, 3});
+  Result(1, e, 0, 0);
+  EXPECT_EQ(Drop(3).One<net::EpochAbort>(1).lost_peer, Id(3));  // this coordinator's own abort
+  Drop(2);
+  Drop(1);
+  // None of them received the abort (their reports say so), and all finished (0, 0): a fresh
+  // coordinator would commit it and resume; this one sent the abort, which some may have returned.
+  Rejoin(1, Lineage(MemberReport(e, ring, {{0, 1}}, {Done(0, 0)}), e, ring));
+  Rejoin(2, Lineage(MemberReport(e, ring, {{0, 1}}, {Done(0, 0)}), e, ring));
+  Outs o = Rejoin(3, Lineage(MemberReport(e, ring, {{0, 1}}, {Done(0, 0)}), e, ring));
+  EXPECT_FALSE(coord_.view().rebuilding);
+  EXPECT_FALSE(o.Any<net::OpCommit>());
+  EXPECT_EQ(o.Receivers<net::EpochAbort>(), (std::vector<ConnId>{1, 2, 3}));
+  net::EpochAbort a = o.One<net::EpochAbort>(2);
+  EXPECT_EQ(a.code, SHOAL_ERR_PEER_LOST);
+  EXPECT_EQ(a.lost_peer, Id(3));
 }
 
 TEST_F(StandbyTest, AStandbyFormsNoGroupOfNewcomers) {

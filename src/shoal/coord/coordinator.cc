@@ -84,7 +84,9 @@
 //    every member finished it, else the epoch's abort. The epoch resumes unbroken when every member
 //    is back, none saw it break or sent a fault, and no op is left unresolved; otherwise it breaks
 //    with, in this order: the abort some member received, (PEER_LOST, first member that did not
-//    report), the fault some member sent, (COORDINATOR_LOST, none). Reporters not in the rebuilt
+//    report), the fault some member sent, (COORDINATOR_LOST, none). An abort this incarnation sent
+//    itself (a quorum coordinator regrouping the members it lost) comes first, and then only ops
+//    some member committed are committed. Reporters not in the rebuilt
 //    epoch that think they are in one get Removed. The group's revision is the highest committed
 //    revision a member reports; its holders are the members at it with the most common state
 //    digest. A rejoin report reaching a coordinator that has a group (or a lower epoch than it
@@ -300,6 +302,11 @@ struct Coordinator::Impl {
   std::set<PeerId> rebuild_expected;
   std::set<PeerId> rebuild_reported;
   std::vector<net::Rejoin> departed_reports;  // of reporters that left during the rebuild
+  // The epochs this incarnation aborted itself, newest kept (choice 14): a quorum coordinator may
+  // rebuild a group it aborted while its members were away, and its own abort outranks reports
+  // from members that never received it.
+  std::map<std::uint64_t, net::EpochAbort> own_aborts;
+  static constexpr std::size_t kOwnAbortsKept = 64;
   bool replacing = false;                     // Admit is forgetting an old connection
   TimeMs rebuild_deadline_ms = 0;
   std::optional<TimeMs> hold_until_ms;  // choice 15; set at the first event
@@ -579,7 +586,8 @@ struct Coordinator::Impl {
     if (m.rejoin) {
       const net::Rejoin& j = *m.rejoin;
       std::set<PeerId> unique(j.members.begin(), j.members.end());
-      if (j.epoch > kEpochReportedMax) {
+      // Every epoch number a report carries feeds highest_epoch (NoteEpochs), which must never wrap.
+      if (std::max({j.epoch, j.last_epoch, j.seen_epoch}) > kEpochReportedMax) {
         return RejectAndClose(p, SHOAL_ERR_PROTOCOL, "rejoin report names an impossible epoch");
       }
       if (unique.size() != j.members.size() || (j.epoch != 0 && unique.count(m.peer_id) == 0)) {
@@ -848,6 +856,8 @@ struct Coordinator::Impl {
     }
     bool all_back = members.size() == ring.size();
     bool unresolved = false;
+    std::optional<net::EpochAbort> own_abort;  // this incarnation aborted the epoch itself
+    if (auto it = own_aborts.find(e); it != own_aborts.end()) own_abort = it->second;
     // Reporters that left during the rebuild: their commits and aborts are facts (choice 14).
     std::vector<const net::Rejoin*> departed;
     for (const net::Rejoin& j : departed_reports) {
@@ -863,7 +873,8 @@ struct Coordinator::Impl {
         committed = committed || at;
         all_done = all_done && (at || (op && op->state == net::RejoinOpState::kDone));
       }
-      if (!committed && !all_done) {
+      // Ops the abort caught fail even where they finished: some member may have seen the abort.
+      if (!committed && (!all_done || own_abort)) {
         unresolved = true;
         continue;
       }
@@ -883,7 +894,7 @@ struct Coordinator::Impl {
       }
     }
     RebuildRevision(members);
-    std::optional<net::EpochAbort> abort;
+    std::optional<net::EpochAbort> abort = own_abort;
     for (Peer* q : members) {
       if (q->rejoin->broken && !abort) {
         abort = net::EpochAbort{e, q->rejoin->abort_code, q->rejoin->abort_lost};
@@ -905,6 +916,7 @@ struct Coordinator::Impl {
     if (abort) {
       MovePhase(Phase::kBroken);
       epoch.abort = *abort;
+      RememberAbort(*abort);
       for (Peer* q : members) Send(*q, *abort);
     } else {
       MovePhase(Phase::kActive);
@@ -992,11 +1004,23 @@ struct Coordinator::Impl {
 
   void CompleteBarrier(const std::vector<ConnId>& arrived, const std::vector<ConnId>& late) {
     std::vector<ConnId> next = arrived;
-    for (ConnId c : PendingInOrder()) next.push_back(c);  // before the late ones join the queue
-    if (next.size() > config.max_members) next.resize(config.max_members);
+    std::vector<ConnId> over;  // arrived members beyond max_members (a group rebuilt by a
+                               // coordinator with a smaller max_members): they wait as pending
+    if (next.size() > config.max_members) {
+      over.assign(next.begin() + static_cast<std::ptrdiff_t>(config.max_members), next.end());
+      next.resize(config.max_members);
+    }
+    for (ConnId c : PendingInOrder()) {  // before the late ones join the queue
+      if (next.size() >= config.max_members) break;
+      next.push_back(c);
+    }
     if (!late.empty()) {
       if (phase == Phase::kActive) Break(SHOAL_ERR_TIMEOUT, peers.at(late.front()).id);
       for (ConnId c : late) Demote(peers.at(c), SHOAL_ERR_TIMEOUT, "late to update_topology");
+    }
+    if (!over.empty()) {
+      if (phase == Phase::kActive) Break(SHOAL_ERR_EPOCH_CHANGED, peers.at(over.front()).id);
+      for (ConnId c : over) Demote(peers.at(c), SHOAL_ERR_REJECTED, "the group is above max_members");
     }
     if (!HasQuorumOf(next)) return GiveUpGroup();  // choice 16
     if (phase == Phase::kActive && SameMembers(next)) {
@@ -1094,8 +1118,15 @@ struct Coordinator::Impl {
       it = member ? std::next(it) : revision_holders.erase(it);
     }
     if (revision_holders.empty()) revision.reset();
-    lineage = std::make_pair(epoch.number, std::vector<PeerId>());
-    for (const net::Member& m : epoch.members) lineage->second.push_back(m.peer_id);
+    // Choice 16: the lineage only moves forward. A report read while this epoch was being set up
+    // may have named a newer epoch than this one (its proposal came first): that stays the
+    // lineage, so the next proposal needs a majority of it, or the group is given up. Replacing it
+    // let a group go on from its own older epoch without the newer one's majority (found by
+    // tests/sim/standby_sim_test.cc, seeds 669 and 766).
+    if (!lineage || epoch.number > lineage->first) {
+      lineage = std::make_pair(epoch.number, std::vector<PeerId>());
+      for (const net::Member& m : epoch.members) lineage->second.push_back(m.peer_id);
+    }
     for (ConnId c : epoch.conns) {
       Peer& q = peers.at(c);  // every member of the proposal is live, or it would be re-proposed
       MovePeer(q, PeerState::kMember);
@@ -1279,9 +1310,15 @@ struct Coordinator::Impl {
   }
 
   // Breaks the committed epoch: every live member learns the reason once.
+  void RememberAbort(const net::EpochAbort& a) {
+    own_aborts[a.epoch] = a;
+    if (own_aborts.size() > kOwnAbortsKept) own_aborts.erase(own_aborts.begin());
+  }
+
   void Break(shoal_status code, PeerId lost) {
     MovePhase(Phase::kBroken);
     epoch.abort = net::EpochAbort{epoch.number, code, lost};
+    RememberAbort(epoch.abort);
     epoch.ops.clear();
     epoch.syncs.clear();
     epoch.planned.clear();
