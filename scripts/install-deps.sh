@@ -11,6 +11,9 @@ PACKAGES=(
   libxxhash-dev                                  # content hashes (shared state, tests)
   libssl-dev                                     # HMAC and TLS (hardening)
   libgtest-dev libgmock-dev libbenchmark-dev     # tests and micro-benchmarks
+  # Fuzzing (scripts/fuzz.sh): libFuzzer comes with clang only. Debian's clang is 14, and its
+  # libFuzzer and sanitizer runtimes are in libclang-rt-14-dev, which clang-14 only recommends.
+  clang libclang-rt-14-dev
   iproute2 procps                                # network namespaces and process tools in tests
 )
 # Optional: the established libraries that shoal-bench measures side by side (shared/peers).

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs the Debian packages it needs, builds shoal and runs
-# every test with ctest (unit, simulator, multi-process, C99 API, install, tool smoke tests), then
-# builds and runs the suite again under ASan+UBSan and under TSan, each in its own build folder.
+# every test with ctest (unit, simulator, multi-process, C99 API, install, tool smoke tests), runs
+# the fuzz targets briefly, then builds and runs the suite again under ASan+UBSan and under TSan,
+# each in its own build folder.
 #
 #   scripts/test.sh                          everything (about 20-25 minutes on 2 cores)
 #   SHOAL_SANITIZERS=none scripts/test.sh    the plain build only (a few minutes)
+#   SHOAL_FUZZ=0 scripts/test.sh             skips the short fuzz run (about 3.5 minutes)
 #   SHOAL_BUILD_ROOT=... scripts/test.sh     where the build folders go (default build/)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -29,6 +31,14 @@ run_suite() {
 }
 
 run_suite ci ""
+# A short fixed-seed run of every fuzz target and a replay of the saved crash inputs
+# (docs/hardening.md); SHOAL_FUZZ=0 skips it.
+if [[ ${SHOAL_FUZZ:-1} != 0 ]]; then
+  start=$(date +%s)
+  echo "=== fuzz (short run)"
+  scripts/fuzz.sh --short --build-dir "$root/fuzz"
+  echo "=== fuzz: $(( $(date +%s) - start )) s"
+fi
 case "${SHOAL_SANITIZERS:-asan tsan}" in
   none) ;;
   *)
