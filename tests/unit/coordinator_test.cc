@@ -417,6 +417,9 @@ Verdict Expected(Subject s, net::MsgType t) {
     case MsgType::kDataHello:
     case MsgType::kDataSegment:
     case MsgType::kSyncPlan:
+    case MsgType::kAuthHello:  // the server's handshake, never the state machine's
+    case MsgType::kAuthChallenge:
+    case MsgType::kAuthProof:
       return Verdict::kRefused;
   }
   return Verdict::kRefused;

@@ -873,7 +873,7 @@ void PeerRuntime::AcceptNext() {
   acceptor_.async_accept([this](const asio::error_code& ec, asio::ip::tcp::socket socket) {
     if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
     if (!ec) {
-      net::TuneSocket(socket);
+      net::TuneDataSocket(socket);
       ReadDataHello(std::make_shared<asio::ip::tcp::socket>(std::move(socket)));
     }
     AcceptNext();
@@ -1006,7 +1006,7 @@ void PeerRuntime::DialDataStream(const net::Member& to, const net::DataHello& he
         asio::async_connect(*socket, results, [this, socket, hello, done](
                                                   const asio::error_code& ec, const auto&) {
           if (ec) return done("cannot connect: " + ec.message());
-          net::TuneSocket(*socket);
+          net::TuneDataSocket(*socket);
           if (options_.secret.empty()) return WriteFrames(socket, {hello}, done);
           AuthenticateOut(socket, hello, done);
         });

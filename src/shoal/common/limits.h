@@ -30,6 +30,10 @@ inline constexpr std::uint32_t kOpenSyncsMax = 4;             // syncs awaiting 
 
 // Data plane.
 inline constexpr std::uint32_t kStreamsPerLinkMax = 64;
+// The send buffer a data stream asks for (SO_SNDBUF, net/framed_connection.h): one stream must
+// hold a bandwidth-delay product (1 Gbit/s x 100 ms = 12.5 MB) to fill a long fat link, and the
+// kernel's autotuning stops at net.ipv4.tcp_wmem's maximum (4 MiB by default).
+inline constexpr std::size_t kDataSendBufferBytes = 16u << 20;
 inline constexpr std::uint32_t kSegmentBytesMin = 4096;
 inline constexpr std::uint32_t kSegmentBytesMax = 64u << 20;
 inline constexpr std::uint32_t kSegmentHeaderBytes = 24;  // tag, seq, unit, desc

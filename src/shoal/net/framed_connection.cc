@@ -1,6 +1,10 @@
 #include "shoal/net/framed_connection.h"
 
+#include <algorithm>
+#include <fstream>
 #include <utility>
+
+#include "shoal/common/limits.h"
 
 namespace shoal::net {
 
@@ -8,6 +12,38 @@ void TuneSocket(asio::ip::tcp::socket& socket) {
   asio::error_code ec;
   socket.set_option(asio::ip::tcp::no_delay(true), ec);
   socket.set_option(asio::socket_base::keep_alive(true), ec);
+}
+
+namespace {
+
+// The last number in a /proc/sys file (tcp_wmem holds "min default max"), or 0.
+std::size_t LastNumberIn(const char* path) {
+  std::ifstream in(path);
+  std::size_t value = 0;
+  std::size_t last = 0;
+  while (in >> value) last = value;
+  return last;
+}
+
+}  // namespace
+
+std::size_t DataSendBufferBytes() {
+  static const std::size_t bytes = [] {
+    const std::size_t core_max = LastNumberIn("/proc/sys/net/core/wmem_max");
+    const std::size_t autotune_max = LastNumberIn("/proc/sys/net/ipv4/tcp_wmem");
+    const std::size_t asked = std::min<std::size_t>(limits::kDataSendBufferBytes, core_max);
+    // The kernel doubles SO_SNDBUF (bookkeeping overhead); autotuning stops at tcp_wmem's max.
+    return 2 * asked > autotune_max ? asked : std::size_t{0};
+  }();
+  return bytes;
+}
+
+void TuneDataSocket(asio::ip::tcp::socket& socket) {
+  TuneSocket(socket);
+  if (std::size_t bytes = DataSendBufferBytes()) {
+    asio::error_code ec;
+    socket.set_option(asio::socket_base::send_buffer_size(static_cast<int>(bytes)), ec);
+  }
 }
 
 std::string RemoteName(const asio::ip::tcp::socket& socket) {

@@ -62,6 +62,15 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
 // Sets TCP_NODELAY (and keep-alive) on a connected socket; errors are ignored (best effort).
 void TuneSocket(asio::ip::tcp::socket& socket);
 
+// TuneSocket, and for a data stream (ring or transfer) a send buffer of DataSendBufferBytes()
+// when that is larger than what the kernel's autotuning may reach (best effort).
+void TuneDataSocket(asio::ip::tcp::socket& socket);
+
+// The SO_SNDBUF a data stream asks for: limits::kDataSendBufferBytes capped by net.core.wmem_max,
+// or 0 (leave it to autotuning) when the kernel would give no more than net.ipv4.tcp_wmem's
+// maximum, which autotuning reaches by itself. Read once from /proc/sys (this network namespace).
+std::size_t DataSendBufferBytes();
+
 // "host:port" of the remote end, or "?" when unknown.
 std::string RemoteName(const asio::ip::tcp::socket& socket);
 
