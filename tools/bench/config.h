@@ -15,8 +15,10 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
 #include "tools/common/pattern.h"
 #include "tools/common/process.h"
+#include "tools/netem/topology.h"
 
 namespace shoal::bench {
 
@@ -46,6 +48,7 @@ inline constexpr int kExitFailed = 1;       // local mode: a run or a check fail
 inline constexpr int kExitShoalError = 2;   // a shoal call failed, or the set-up did
 inline constexpr int kExitCheckFailed = 3;  // a worker saw a wrong result
 inline constexpr int kExitUsage = 64;       // bad command line
+inline constexpr int kExitSkipped = 77;     // --netem on a machine without root or /dev/net/tun
 
 enum class CheckMode { kEvery, kLast, kNone };
 
@@ -99,7 +102,18 @@ struct WorkerConfig {
   std::string out_path;       // append result lines here (rank 0)
 };
 
-// Local mode: coordinator and workers on 127.0.0.1, optionally the peers harness.
+// --netem: the runs cross an emulated internet (tools/netem, docs/netem.md) instead of loopback.
+struct NetemConfig {
+  std::string name;                  // emulator name (default: "sb" + pid)
+  std::string netem_bin;             // empty: netem::DefaultNetemBinary()
+  netem::Topology topology;          // its hosts = the largest world size
+  std::vector<std::string> sysctls;  // "key=value", set in every host before the first run
+  bool realtime = true;              // the forwarder's SCHED_FIFO (shoal-netem up --no-realtime)
+  std::string peers_build_dir;       // the peers' binaries (run.sh --build-only --build-dir DIR)
+};
+
+// Local mode: coordinator and workers on 127.0.0.1 (or each in a host of an emulated internet),
+// optionally the peers.
 struct LocalConfig {
   std::vector<int> world_sizes;
   std::vector<std::uint64_t> sizes_bytes;
@@ -123,6 +137,9 @@ struct LocalConfig {
   std::string gloo_algos = "new_ring ring_chunked";
   std::string mpi_algos = "default";
   bool peers_interleaved = true;  // per (n, size) next to shoal, else all peers after shoal
+  std::string mpi_args;           // netem: extra mpirun arguments
+
+  std::optional<NetemConfig> netem;  // set: every process runs in its own emulated host
 };
 
 }  // namespace shoal::bench

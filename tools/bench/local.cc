@@ -12,10 +12,13 @@
 #include <fstream>
 #include <sstream>
 
+#include "tools/bench/host_peers.h"
+#include "tools/bench/network.h"
 #include "tools/bench/peers.h"
-#include "tools/common/process.h"
 #include "tools/bench/report.h"
 #include "tools/bench/sysstat.h"
+#include "tools/common/process.h"
+#include "tools/netem/topology.h"
 
 namespace shoal::bench {
 namespace {
@@ -32,6 +35,9 @@ constexpr milliseconds kBusyWindow{300};
 constexpr int kIdleBusyPercentMax = 15;
 constexpr int kTailLines = 5;
 constexpr int kExitCodeTimeout = 124;  // as timeout(1), which the peers' run.sh reports
+// --netem with peers: `run.sh --build-only` compiles the two peer benchmarks if they are stale.
+constexpr std::chrono::seconds kPeersBuildTimeout{300};
+constexpr milliseconds kPeersBuildStopGrace{5000};
 
 void Log(const std::string& text) {
   std::fprintf(stderr, "# %s\n", text.c_str());
@@ -70,12 +76,14 @@ std::string CoordinatorLogLevel(const std::string& level) {
 
 class LocalBench {
  public:
-  LocalBench(const LocalConfig& config, Supervisor& supervisor, const std::string& work_dir)
-      : config_(config), supervisor_(supervisor), work_dir_(work_dir) {}
+  LocalBench(const LocalConfig& config, Supervisor& supervisor, const std::string& work_dir,
+             Network& network)
+      : config_(config), supervisor_(supervisor), work_dir_(work_dir), network_(network) {}
 
   int Run() {
     LogHost();
     const auto start = Clock::now();
+    if (network_.emulated() && !config_.peer_libs.empty() && !BuildPeers()) return Finish(start);
     for (int n : config_.world_sizes) {
       for (std::uint64_t bytes : config_.sizes_bytes) {
         const IterCounts counts =
@@ -104,6 +112,7 @@ class LocalBench {
     Log(fmt::format("{} host: {} cores, {}; shoal-bench {}; coordinator {}", UtcNow(),
                     sysconf(_SC_NPROCESSORS_ONLN), u.release, SHOAL_BENCH_VERSION,
                     config_.coord_bin.empty() ? "(not used)" : config_.coord_bin));
+    if (network_.emulated()) Log("network: " + network_.Describe());
   }
 
   int Finish(Clock::time_point start) {
@@ -119,6 +128,14 @@ class LocalBench {
       if (any_batch) {
         tables += report_.SummaryTable("batch_busbw_GBps",
                                        "batch_busbw_GBps (back-to-back ops, no barriers)");
+      }
+      if (network_.emulated()) {
+        tables += report_.PercentTable("busbw_GBps", "cap_GBps",
+                                       "busbw_GBps from mean_s as % of the per-host cap");
+        if (any_batch) {
+          tables += report_.PercentTable("batch_busbw_GBps", "cap_GBps",
+                                         "batch_busbw_GBps as % of the per-host cap");
+        }
       }
       tables += report_.ComparisonTables("busbw_GBps", "busbw_GBps from mean_s");
       if (any_batch) tables += report_.ComparisonTables("batch_busbw_GBps", "batch_busbw_GBps");
@@ -176,7 +193,7 @@ class LocalBench {
     spec.name = "coordinator";
     spec.argv = {config_.coord_bin,
                  "--host",
-                 "127.0.0.1",
+                 network_.Address(0),
                  "--port",
                  "0",
                  "--port-file",
@@ -189,6 +206,7 @@ class LocalBench {
       spec.argv.insert(spec.argv.end(),
                        {"--segment-bytes", std::to_string(*config_.segment_bytes)});
     }
+    spec.argv = network_.OnHost(0, std::move(spec.argv));
     spec.stdout_path = dir + "/coord.out";
     spec.stderr_path = dir + "/coord.err";
     if (!supervisor_.Spawn(spec, pid, why)) return false;
@@ -215,25 +233,29 @@ class LocalBench {
     }
   }
 
-  std::vector<std::string> WorkerArgv(int k, int n, std::uint64_t bytes, const IterCounts& counts,
-                                      std::uint16_t port, int timeout_s) const {
-    std::vector<std::string> argv = {config_.self_bin,  "--worker",
-                                     "--coordinator",   fmt::format("127.0.0.1:{}", port),
-                                     "--expect",        std::to_string(n),
-                                     "--sizes",         std::to_string(bytes),
-                                     "--iters",         std::to_string(counts.iters),
-                                     "--warmup",        std::to_string(counts.warmup),
-                                     "--batch",         std::to_string(counts.batch),
-                                     "--check",         CheckModeName(config_.check),
-                                     "--streams",       std::to_string(k),
-                                     "--timeout-s",     std::to_string(timeout_s),
-                                     "--op-timeout-ms", std::to_string(config_.op_timeout_ms),
-                                     "--log-level",     config_.log_level};
+  // Worker `i` of a run, on host i.
+  std::vector<std::string> WorkerArgv(int i, int k, int n, std::uint64_t bytes,
+                                      const IterCounts& counts, std::uint16_t port,
+                                      int timeout_s) const {
+    std::vector<std::string> argv = {
+        config_.self_bin,  "--worker",
+        "--coordinator",   fmt::format("{}:{}", network_.Address(0), port),
+        "--data-host",     network_.Address(i),
+        "--expect",        std::to_string(n),
+        "--sizes",         std::to_string(bytes),
+        "--iters",         std::to_string(counts.iters),
+        "--warmup",        std::to_string(counts.warmup),
+        "--batch",         std::to_string(counts.batch),
+        "--check",         CheckModeName(config_.check),
+        "--streams",       std::to_string(k),
+        "--timeout-s",     std::to_string(timeout_s),
+        "--op-timeout-ms", std::to_string(config_.op_timeout_ms),
+        "--log-level",     config_.log_level};
     if (config_.segment_bytes) {
       argv.insert(argv.end(), {"--segment-bytes", std::to_string(*config_.segment_bytes)});
     }
     if (config_.inject_error) argv.push_back("--inject-error");
-    return argv;
+    return network_.OnHost(i, std::move(argv));
   }
 
   // One shoal run. False only when interrupted (the caller stops everything).
@@ -250,7 +272,8 @@ class LocalBench {
     }
     const std::optional<int> pre_busy = WaitIdle();
     if (!pre_busy) return false;
-    const std::optional<std::uint64_t> tx0 = ReadLoopbackTxBytes();
+    network_.ResetRunStats();
+    const std::optional<std::uint64_t> tx0 = network_.SentBytes(n);
     const auto t0 = Clock::now();
     const auto deadline = t0 + std::chrono::seconds(config_.timeout_s);
 
@@ -269,7 +292,7 @@ class LocalBench {
     for (int i = 0; i < n && reason.empty(); i++) {
       SpawnSpec spec;
       spec.name = fmt::format("worker {}", i);
-      spec.argv = WorkerArgv(k, n, bytes, counts, port, config_.timeout_s);
+      spec.argv = WorkerArgv(i, k, n, bytes, counts, port, config_.timeout_s);
       spec.stdout_path = fmt::format("{}/worker{}.out", dir, i);
       spec.stderr_path = fmt::format("{}/worker{}.err", dir, i);
       pid_t pid = -1;
@@ -318,10 +341,11 @@ class LocalBench {
       if (supervisor_.Running(pid)) supervisor_.Stop(pid, kWorkerStopGrace);
     }
     supervisor_.Stop(coord, kCoordinatorStopGrace);
+    ReapStragglers(n);
     if (supervisor_.interrupted()) return false;
 
     const auto t1 = Clock::now();
-    const std::optional<std::uint64_t> tx1 = ReadLoopbackTxBytes();
+    const std::optional<std::uint64_t> tx1 = network_.SentBytes(n);
     const std::optional<int> post_busy = MeasureBusy();
     if (!post_busy) return false;
 
@@ -348,7 +372,7 @@ class LocalBench {
       FailWithoutLine(fmt::format("{} reason={} rc={}", failed_prefix, reason, rc), detail, dir);
       return true;
     }
-    std::string extra = "net=lo";
+    std::string extra = network_.Label(n);
     if (tx0 && tx1) {
       const double per_op_units = static_cast<double>(n) *
                                   (counts.iters + counts.warmup + counts.batch) *
@@ -357,6 +381,7 @@ class LocalBench {
     }
     extra += fmt::format(" run_wall_s={:.1f} pre_busy={} post_busy={}",
                          std::chrono::duration<double>(t1 - t0).count(), *pre_busy, *post_busy);
+    extra += network_.RunStats(n);
     if (reason == "wrong_result") extra += ReportLogs(dir);
     Emit(line + " " + extra);
     return true;
@@ -398,9 +423,204 @@ class LocalBench {
     Emit(line + kept);
   }
 
+  // Under netem: stops what a run left in its hosts (normally nothing).
+  void ReapStragglers(int n) {
+    const int stopped = network_.ReapStragglers(n);
+    if (stopped > 0) Log(fmt::format("stopped {} process(es) left in the hosts", stopped));
+  }
+
+  // --netem with peers: has run.sh build (or find up to date) the peers' benchmarks, which
+  // shoal-bench then starts on the hosts itself. False on failure (counted) or interrupt.
+  bool BuildPeers() {
+    SpawnSpec spec;
+    spec.name = "peers run.sh --build-only";
+    spec.argv = {PeersScript(config_.peers_dir), "--build-only", "--build-dir",
+                 config_.netem->peers_build_dir};
+    spec.stdout_path = work_dir_ + "/peers-build.out";
+    spec.stderr_path = work_dir_ + "/peers-build.err";
+    spec.own_process_group = true;
+    spec.parent_death_signal = SIGTERM;
+    pid_t pid = -1;
+    std::string why;
+    if (supervisor_.Spawn(spec, &pid, &why)) {
+      const auto deadline = Clock::now() + kPeersBuildTimeout;
+      while (supervisor_.Running(pid)) {
+        if (supervisor_.Wait(deadline) != Supervisor::Event::kChildExited) break;
+      }
+      if (supervisor_.Running(pid)) {
+        supervisor_.Stop(pid, kPeersBuildStopGrace);
+        why = "did not finish in time";
+      } else if (supervisor_.ExitCode(pid) != 0) {
+        why = fmt::format("exited with {}:\n{}{}", supervisor_.ExitCode(pid),
+                          TailOfFile(spec.stdout_path, kTailLines),
+                          TailOfFile(spec.stderr_path, kTailLines));
+      } else {
+        return true;
+      }
+    }
+    if (supervisor_.interrupted()) return false;
+    Log("peers: " + spec.name + " " + why);
+    failures_without_line_++;
+    return false;
+  }
+
+  // One run of a peer library on the emulated hosts (host_peers.h), measured like RunShoal: the
+  // same idle wait, deadline, first-failure stop, traffic count and appended fields. False only
+  // when interrupted.
+  bool RunPeerOnHosts(const std::string& lib, const std::string& algo, int n, std::uint64_t bytes,
+                      const IterCounts& counts) {
+    const std::string dir = fmt::format("{}/run.{}.{}.n{}.{}", work_dir_, lib, algo, n, bytes);
+    const std::string failed_prefix =
+        fmt::format("lib={} algo={} n={} bytes={} status=FAILED", lib, algo, n, bytes);
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) {
+      FailWithoutLine(failed_prefix + " reason=error", "cannot create " + dir + ": " + ec.message(),
+                      "");
+      return true;
+    }
+    HostPeersSetup setup;
+    setup.peers_dir = config_.peers_dir;
+    setup.build_dir = config_.netem->peers_build_dir;
+    setup.mpi_session_base = work_dir_ + "/mpi";
+    // mpirun splits its launch agent's command line at blanks.
+    setup.mpi_agent =
+        fmt::format("{} {} {} {} {}", config_.self_bin, kNetemMpiAgentFlag, config_.netem->name,
+                    config_.netem->netem_bin, setup.mpi_session_base);
+    if (lib == "mpi" &&
+        (config_.self_bin + setup.mpi_session_base).find_first_of(" \t") != std::string::npos) {
+      FailWithoutLine(failed_prefix + " reason=error",
+                      "mpirun's launch agent: blanks in " + config_.self_bin + " or " + work_dir_,
+                      "");
+      return true;
+    }
+    setup.mpi_subnet = fmt::format("{}.{}.{}.{}/{}", netem::kSubnet >> 24,
+                                   (netem::kSubnet >> 16) & 0xff, (netem::kSubnet >> 8) & 0xff,
+                                   netem::kSubnet & 0xff, netem::kSubnetPrefixLength);
+    setup.mpi_args = config_.mpi_args;
+    HostPeerRun run;
+    run.lib = lib;
+    run.algo = algo;
+    run.world_size = n;
+    run.bytes = bytes;
+    run.counts = counts;
+    run.check = config_.check;
+    run.timeout_s = config_.timeout_s;
+    run.inject_error = config_.inject_error;
+    run.label = network_.Label(n);
+    run.run_dir = dir;
+    std::vector<HostPeerProcess> processes;
+    std::string why;
+    if (!HostPeerProcesses(setup, run, network_, &processes, &why)) {
+      FailWithoutLine(failed_prefix + " reason=error", why, "");
+      return true;
+    }
+
+    const std::optional<int> pre_busy = WaitIdle();
+    if (!pre_busy) return false;
+    network_.ResetRunStats();
+    const std::optional<std::uint64_t> tx0 = network_.SentBytes(n);
+    const auto t0 = Clock::now();
+    const auto deadline = t0 + std::chrono::seconds(config_.timeout_s);
+    std::vector<pid_t> pids;
+    std::string reason;
+    for (std::size_t i = 0; i < processes.size() && reason.empty(); i++) {
+      SpawnSpec spec;
+      spec.name = processes[i].name;
+      spec.argv = network_.OnHost(processes[i].host, processes[i].argv);
+      spec.own_process_group = processes[i].own_process_group;
+      spec.stdout_path = fmt::format("{}/rank{}.out", dir, i);
+      spec.stderr_path = fmt::format("{}/rank{}.err", dir, i);
+      pid_t pid = -1;
+      if (supervisor_.Spawn(spec, &pid, &why)) {
+        pids.push_back(pid);
+      } else {
+        reason = "error";
+      }
+    }
+    // The first process that fails ends the run, as in run.sh.
+    int first_bad_code = 0;
+    while (reason.empty()) {
+      bool any_running = false;
+      for (pid_t pid : pids) {
+        if (supervisor_.Running(pid)) {
+          any_running = true;
+        } else if (supervisor_.ExitCode(pid) != 0 && first_bad_code == 0) {
+          first_bad_code = supervisor_.ExitCode(pid);
+        }
+      }
+      if (first_bad_code != 0) {
+        reason = first_bad_code == kExitCheckFailed ? "wrong_result" : "error";
+        break;
+      }
+      if (!any_running) break;
+      const Supervisor::Event e = supervisor_.Wait(deadline);
+      if (e == Supervisor::Event::kInterrupted) reason = "interrupted";
+      if (e == Supervisor::Event::kDeadline) reason = "timeout";
+    }
+    for (pid_t pid : pids) {
+      if (supervisor_.Running(pid)) supervisor_.Stop(pid, kWorkerStopGrace);
+    }
+    ReapStragglers(n);
+    if (supervisor_.interrupted()) return false;
+
+    const auto t1 = Clock::now();
+    const std::optional<std::uint64_t> tx1 = network_.SentBytes(n);
+    const std::optional<int> post_busy = MeasureBusy();
+    if (!post_busy) return false;
+    std::string line;
+    {
+      std::ifstream in(dir + "/rank0.out");
+      std::string l;
+      while (line.empty() && std::getline(in, l)) {
+        if (l.rfind("lib=", 0) == 0) line = l;
+      }
+    }
+    // As run.sh: any failed process makes the run FAILED (a wrong result included).
+    if (!reason.empty() || line.empty()) {
+      if (reason.empty()) reason = "error";
+      int rc = first_bad_code;
+      if (reason == "timeout") {
+        why = fmt::format("the run did not finish within --timeout-s {}", config_.timeout_s);
+        rc = kExitCodeTimeout;
+      }
+      FailWithoutLine(fmt::format("{} reason={} rc={}", failed_prefix, reason, rc), why, dir);
+      return true;
+    }
+    std::string extra;
+    if (tx0 && tx1) {
+      const double per_op_units = static_cast<double>(n) *
+                                  (counts.iters + counts.warmup + counts.batch) *
+                                  static_cast<double>(bytes);
+      extra += fmt::format(" tx_x={:.2f}", static_cast<double>(*tx1 - *tx0) / per_op_units);
+    }
+    extra += fmt::format(" run_wall_s={:.1f} pre_busy={} post_busy={}",
+                         std::chrono::duration<double>(t1 - t0).count(), *pre_busy, *post_busy);
+    extra += network_.RunStats(n);
+    Emit(line + extra);
+    return true;
+  }
+
   // Runs the peers for the given cells. False only when interrupted.
   bool RunPeersFor(const std::vector<int>& world_sizes, const std::vector<std::uint64_t>& sizes,
                    const IterCounts& counts, const std::string& tag) {
+    if (network_.emulated()) {
+      for (int n : world_sizes) {
+        for (std::uint64_t bytes : sizes) {
+          const IterCounts c =
+              config_.peers_interleaved
+                  ? counts
+                  : ResolveIterCounts(bytes, config_.iters, config_.warmup, config_.batch);
+          for (const std::string& lib : config_.peer_libs) {
+            for (const std::string& algo :
+                 HostPeerAlgos(lib, config_.gloo_algos, config_.mpi_algos)) {
+              if (!RunPeerOnHosts(lib, algo, n, bytes, c)) return false;
+            }
+          }
+        }
+      }
+      return true;
+    }
     PeersRequest request;
     request.peers_dir = config_.peers_dir;
     request.libs = config_.peer_libs;
@@ -438,6 +658,7 @@ class LocalBench {
   const LocalConfig& config_;
   Supervisor& supervisor_;
   const std::string work_dir_;
+  Network& network_;
   Report report_;
   int failures_without_line_ = 0;  // peers invocations that failed without any result line
 };
@@ -452,9 +673,22 @@ int RunLocal(const LocalConfig& config) {
     std::fprintf(stderr, "error: %s\n", error.c_str());
     return kExitShoalError;
   }
-  LocalBench bench(config, supervisor, work_dir.path());
+  std::unique_ptr<Network> network;
+  if (config.netem) {
+    bool skipped = false;
+    network = StartNetemNetwork(*config.netem, supervisor, &skipped, &error);
+    if (!network) {
+      std::fprintf(stderr, "%s: --netem: %s\n", skipped ? "skipped" : "error", error.c_str());
+      if (supervisor.interrupted()) return 128 + supervisor.interrupt_signal();
+      return skipped ? kExitSkipped : kExitShoalError;
+    }
+  } else {
+    network = MakeLoopbackNetwork();
+  }
+  LocalBench bench(config, supervisor, work_dir.path(), *network);
   const int code = bench.Run();
   supervisor.StopAll(kWorkerStopGrace);  // (none should be left) before the temp dir goes
+  network.reset();  // the emulator last: it stops whatever still runs in its hosts
   return code;
 }
 

@@ -5,25 +5,33 @@
 //   shoal-bench                                    local: coordinator + n workers on 127.0.0.1
 //   shoal-bench --n "2 4" --sizes "1M 64M" --streams "1 4" --peers "gloo mpi"
 //   shoal-bench --coordinator HOST:PORT --expect N  join an existing group as one worker
+//   shoal-bench --netem-delay 50ms --netem-rate 200mbit --n 4 --sizes 256M --peers "gloo mpi"
+//                                                  local, each process in an emulated host
 //
 // See --help for every flag; local.h and worker.h describe what a run does.
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
 
 #include "shoal/common/limits.h"
 #include "tools/bench/config.h"
+#include "tools/bench/host_peers.h"
 #include "tools/bench/local.h"
-#include "tools/common/pattern.h"
+#include "tools/bench/network.h"
 #include "tools/bench/peers.h"
-#include "tools/common/process.h"
 #include "tools/bench/report.h"
 #include "tools/bench/worker.h"
+#include "tools/common/pattern.h"
+#include "tools/common/process.h"
+#include "tools/netem/emulator.h"
+#include "tools/netem/topology.h"
 
 namespace shoal::bench {
 namespace {
@@ -54,6 +62,16 @@ struct Flags {
   std::string mpi_algos = "default";
   std::string peers_order = "interleaved";
   bool peers_only = false;
+  std::string mpi_args;
+  // netem
+  std::string netem_spec;
+  std::string netem_delay;
+  std::string netem_rate;
+  std::string netem_sysctl;
+  std::string netem_name;
+  std::string netem_bin;
+  bool netem_no_realtime = false;
+  std::string peers_build_dir;
   // join mode
   std::string coordinator;
   int expect = 0;
@@ -150,6 +168,90 @@ std::string FindCoordinator(const std::string& flag, const std::string& self,
   return {};
 }
 
+// An executable named without a slash, looked up in PATH (the Supervisor execs paths only).
+std::string FindInPath(const std::string& name) {
+  if (name.find('/') != std::string::npos) {
+    return IsExecutableFile(name) ? std::filesystem::absolute(name).lexically_normal().string()
+                                  : std::string();
+  }
+  const char* path = std::getenv("PATH");
+  const std::string all = path == nullptr ? "" : path;
+  std::size_t start = 0;
+  while (start <= all.size()) {
+    std::size_t end = all.find(':', start);
+    if (end == std::string::npos) end = all.size();
+    const std::string candidate = all.substr(start, end - start) + "/" + name;
+    if (end > start && IsExecutableFile(candidate)) return candidate;
+    start = end + 1;
+  }
+  return {};
+}
+
+// --netem and its companions: the emulator's topology (hosts = the largest world size, then
+// --netem-delay/--netem-rate, then the --netem statements), name, binary and sysctls.
+bool ValidateNetem(const Flags& f, int hosts, NetemConfig* c) {
+  std::vector<std::string> statements;
+  if (!f.netem_delay.empty()) statements.push_back("link * * delay " + f.netem_delay);
+  if (!f.netem_rate.empty()) statements.push_back("host * rate " + f.netem_rate);
+  bool has_hosts = false;
+  std::string current;
+  for (char ch : f.netem_spec + ";") {
+    if (ch != ';' && ch != '\n') {
+      current += ch;
+      continue;
+    }
+    const std::vector<std::string> words = SplitList(current);
+    if (!words.empty()) {
+      has_hosts = has_hosts || words[0] == "hosts";
+      statements.push_back(current);
+    }
+    current.clear();
+  }
+  if (!has_hosts) statements.insert(statements.begin(), "hosts " + std::to_string(hosts));
+  std::string error;
+  if (!netem::ParseTopology(statements, &c->topology, &error)) return Usage("--netem: " + error);
+  if (c->topology.hosts < hosts) {
+    return Usage(fmt::format("--netem: {} hosts, but --n asks for {}", c->topology.hosts, hosts));
+  }
+  c->name = f.netem_name.empty() ? fmt::format("sb{}", getpid()) : f.netem_name;
+  if (!netem::ValidEmulatorName(c->name)) {
+    return Usage(fmt::format("--netem-name: 1-{} of a-z 0-9 _ -", netem::kNameBytesMax));
+  }
+  c->netem_bin = FindInPath(f.netem_bin.empty() ? netem::DefaultNetemBinary() : f.netem_bin);
+  if (c->netem_bin.empty()) return Usage("shoal-netem not found (build it or pass --netem-bin)");
+  // mpirun splits its launch agent's command line at blanks.
+  if (c->netem_bin.find(' ') != std::string::npos) {
+    return Usage("the path of shoal-netem must not contain blanks (mpirun's launch agent)");
+  }
+  // KEY=VALUE items separated by blanks; a vector value has commas for its blanks.
+  std::string item;
+  for (char ch : f.netem_sysctl + " ") {
+    if (ch != ' ' && ch != '\t' && ch != '\n') {
+      item += ch;
+      continue;
+    }
+    if (item.empty()) continue;
+    const std::size_t eq = item.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == item.size()) {
+      return Usage("--netem-sysctl: '" + item + "' is not KEY=VALUE");
+    }
+    c->sysctls.push_back(item);
+    item.clear();
+  }
+  c->realtime = !f.netem_no_realtime;
+  if (!f.peers_build_dir.empty()) {
+    c->peers_build_dir = f.peers_build_dir;
+  } else if (const char* dir = std::getenv("PEERS_BUILD_DIR"); dir != nullptr && *dir != '\0') {
+    c->peers_build_dir = dir;  // run.sh's own default
+  } else {
+    const char* tmp = std::getenv("TMPDIR");
+    c->peers_build_dir =
+        std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/peers-build";
+  }
+  c->peers_build_dir = std::filesystem::absolute(c->peers_build_dir).lexically_normal().string();
+  return true;
+}
+
 int RunLocalMode(const Flags& f, CLI::App& app) {
   for (const char* join_only :
        {"--coordinator", "--expect", "--data-host", "--data-bind-host", "--data-port", "--label"}) {
@@ -189,6 +291,31 @@ int RunLocalMode(const Flags& f, CLI::App& app) {
   c.peers_interleaved = f.peers_order == "interleaved";
   c.gloo_algos = f.gloo_algos;
   c.mpi_algos = f.mpi_algos;
+  c.mpi_args = f.mpi_args;
+  const bool netem =
+      app.count("--netem") + app.count("--netem-delay") + app.count("--netem-rate") > 0;
+  if (!netem) {
+    for (const char* netem_only : {"--netem-sysctl", "--netem-name", "--netem-bin",
+                                   "--netem-no-realtime", "--peers-build-dir", "--mpi-args"}) {
+      if (app.count(netem_only) > 0) {
+        return UsageExit(std::string(netem_only) +
+                         " is for --netem (--netem, --netem-delay or --netem-rate)");
+      }
+    }
+  } else {
+    NetemConfig netem_config;
+    const int hosts = *std::max_element(c.world_sizes.begin(), c.world_sizes.end());
+    if (!ValidateNetem(f, hosts, &netem_config)) return kExitUsage;
+    for (const std::string& lib : c.peer_libs) {
+      if (lib == "mpi_sm") {
+        return UsageExit("--peers mpi_sm is shared memory, not a network: not with --netem");
+      }
+    }
+    for (const std::string& a : SplitList(c.mpi_algos)) {
+      if (MpiAlgorithmId(a) < 0) return UsageExit("--mpi-algos: unknown '" + a + "'");
+    }
+    c.netem = std::move(netem_config);
+  }
   if (!c.peer_libs.empty()) {
     c.peers_dir = std::filesystem::absolute(f.peers_dir).lexically_normal().string();
     if (!IsExecutableFile(PeersScript(c.peers_dir))) {
@@ -221,7 +348,9 @@ int RunLocalMode(const Flags& f, CLI::App& app) {
 int RunJoinMode(const Flags& f, CLI::App& app) {
   for (const char* local_only :
        {"--n", "--coord-bin", "--peers", "--peers-dir", "--gloo-algos", "--mpi-algos",
-        "--peers-order", "--peers-only", "--wait-idle", "--keep-logs"}) {
+        "--peers-order", "--peers-only", "--wait-idle", "--keep-logs", "--netem", "--netem-delay",
+        "--netem-rate", "--netem-sysctl", "--netem-name", "--netem-bin", "--netem-no-realtime",
+        "--peers-build-dir", "--mpi-args"}) {
     if (app.count(local_only) > 0) {
       return UsageExit(std::string(local_only) + " is for local mode");
     }
@@ -315,6 +444,35 @@ int Main(int argc, char** argv) {
                  "interleaved: run.sh per (n, size) next to shoal; after: once after shoal")
       ->capture_default_str();
   app.add_flag("--peers-only", f.peers_only, "run only the peers (checks the harness)");
+  app.add_option("--netem", f.netem_spec,
+                 "run every process in its own host of an emulated internet (shoal-netem, root): "
+                 "topology statements separated by ';', e.g. \"link * * delay 50ms; host * rate "
+                 "200mbit\" (hosts = the largest --n unless given)")
+      ->group("Emulated internet (--netem)");
+  app.add_option("--netem-delay", f.netem_delay,
+                 "one-way delay of every link, e.g. 50ms (implies --netem)")
+      ->group("Emulated internet (--netem)");
+  app.add_option("--netem-rate", f.netem_rate,
+                 "rate cap of every host, egress and ingress, e.g. 200mbit (implies --netem)")
+      ->group("Emulated internet (--netem)");
+  app.add_option("--netem-sysctl", f.netem_sysctl,
+                 "sysctls set in every host before the runs, for every library alike: KEY=VALUE "
+                 "separated by blanks, commas for the blanks of a vector value, e.g. "
+                 "\"net.ipv4.tcp_wmem=4096,16384,33554432\"")
+      ->group("Emulated internet (--netem)");
+  app.add_option("--netem-name", f.netem_name, "emulator name (default: sb<pid>)")
+      ->group("Emulated internet (--netem)");
+  app.add_option("--netem-bin", f.netem_bin,
+                 "shoal-netem (default: next to shoal-bench, then the build tree's, then PATH)")
+      ->group("Emulated internet (--netem)");
+  app.add_flag("--netem-no-realtime", f.netem_no_realtime,
+               "forwarder without SCHED_FIFO (shoal-netem up --no-realtime)")
+      ->group("Emulated internet (--netem)");
+  app.add_option("--peers-build-dir", f.peers_build_dir,
+                 "--netem: where run.sh --build-only puts the peers' binaries (default: as run.sh)")
+      ->group("Emulated internet (--netem)");
+  app.add_option("--mpi-args", f.mpi_args, "--netem: extra mpirun arguments")
+      ->group("Emulated internet (--netem)");
   app.add_option("--coordinator", f.coordinator, "join: the coordinator's HOST:PORT");
   app.add_option("--expect", f.expect, "join: the number of workers in the group");
   app.add_option("--data-host", f.data_host, "join: address the other workers reach this one at")
@@ -340,4 +498,10 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace shoal::bench
 
-int main(int argc, char** argv) { return shoal::bench::Main(argc, argv); }
+int main(int argc, char** argv) {
+  // mpirun's launch agent under --netem (network.h): before any parsing, mpirun's own convention.
+  if (argc >= 2 && std::string(argv[1]) == shoal::bench::kNetemMpiAgentFlag) {
+    return shoal::bench::RunNetemMpiAgent(argc, argv);
+  }
+  return shoal::bench::Main(argc, argv);
+}

@@ -26,6 +26,11 @@ class Report {
   // "batch_busbw_GBps"); "FAIL" for a failed run, "-" where nothing was measured.
   std::string SummaryTable(const std::string& field, const std::string& title) const;
 
+  // Like SummaryTable, with each value as a percentage of the same line's `of_field` (under
+  // --netem: busbw as % of cap_GBps, the per-host rate cap). Empty if no line has `of_field`.
+  std::string PercentTable(const std::string& field, const std::string& of_field,
+                           const std::string& title) const;
+
   // For each shoal column: shoal's `field` next to each peer's, the ratio shoal/peer, the best
   // peer (mpi(shm) excluded: it is not a network result) and shoal/best. Empty without peers.
   std::string ComparisonTables(const std::string& field, const std::string& what) const;
