@@ -240,7 +240,8 @@ Config SimConfig() {
   c.max_open_ops = 64;
   c.rebuild_timeout_ms = 3000;
   // One coordinator per world: a primary/standby set (choice 16 of coordinator.cc) is not
-  // modelled, so its switches stay off whatever their defaults become.
+  // modelled here (tests/sim/standby_sim_test.cc does), so its switches stay off whatever their
+  // defaults become.
   c.quorum = false;
   c.standby = false;
   return c;
