@@ -378,6 +378,9 @@ Status PeerRuntime::Leave(Deadline deadline) {
 
 void PeerRuntime::OnControlMessage(net::Message&& m) {
   last_received_ms_ = MonotonicNowMs();
+  // Removed{COORDINATOR_LOST} and then the close, nothing between: given up (see OnControlLost).
+  given_up_ = std::holds_alternative<net::Removed>(m) &&
+              std::get<net::Removed>(m).code == SHOAL_ERR_COORDINATOR_LOST;
   // One dispatch: the Handle overloads take what a coordinator may send; the template overload in
   // the header is the one reject path for everything else.
   std::visit([this](const auto& msg) { Handle(msg); }, m);
@@ -432,6 +435,12 @@ void PeerRuntime::OnControlLost(const Status& why, bool fatal) {
       reconnecting_ = true;
       lost_ms_ = now;
       lost_index_ = coordinator_index_;
+      // A coordinator that gives its peers up has no majority of the group (choice 16 of
+      // coord/coordinator.cc): the group, if any, is at another address, so try the next one
+      // first. Coming straight back here would only be given up again.
+      if (given_up_ && coordinators_.size() > 1) {
+        lost_ms_ = now - FailoverMs();
+      }
       reconnect_deadline_ms_ = now + options_.reconnect_window_ms;
       reconnect_attempts_ = 0;
       spdlog::warn("peer {}: coordinator connection lost: {}; reconnecting for up to {} ms",
@@ -508,12 +517,15 @@ void PeerRuntime::ScheduleReconnect() {
   });
 }
 
+TimeMs PeerRuntime::FailoverMs() const {
+  return std::max<TimeMs>(1, heartbeat_timeout_ms_ + heartbeat_interval_ms_);
+}
+
 void PeerRuntime::TryReconnect() {
   if (phase_ == Phase::kClosed || !reconnecting_) return;
   // Stay with the coordinator that was lost (a supervisor may be restarting it) until the one it
   // left must have dropped this peer (heartbeat timeout + one interval), then move along the list.
-  TimeMs failover_ms = std::max<TimeMs>(1, heartbeat_timeout_ms_ + heartbeat_interval_ms_);
-  std::size_t moves = static_cast<std::size_t>((MonotonicNowMs() - lost_ms_) / failover_ms);
+  std::size_t moves = static_cast<std::size_t>((MonotonicNowMs() - lost_ms_) / FailoverMs());
   std::size_t index = (lost_index_ + moves) % coordinators_.size();
   if (index != coordinator_index_) {
     spdlog::warn("peer {}: trying coordinator {}:{}", Hex64(peer_id_), coordinators_[index].first,

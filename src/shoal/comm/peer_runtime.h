@@ -147,6 +147,9 @@ class PeerRuntime {
   // otherwise every call fails with COORDINATOR_LOST.
   void OnControlLost(const Status& why, bool fatal = false);
   void ScheduleReconnect();
+  // How long a reconnect stays with one coordinator address before moving along the list: by
+  // then the coordinator it left has dropped this peer (heartbeat timeout + one interval).
+  TimeMs FailoverMs() const;
   void TryReconnect();
   net::Rejoin MakeRejoin() const;
   void SendHello();
@@ -243,6 +246,7 @@ class PeerRuntime {
   std::vector<std::pair<std::string, std::uint16_t>> coordinators_;
   std::size_t coordinator_index_ = 0;  // the one connected (or last tried)
   std::size_t lost_index_ = 0;         // the one whose loss started the reconnect
+  bool given_up_ = false;  // the last control message was Removed{COORDINATOR_LOST}
   // Shared state: the revision of the last sync that committed here, and the state digest then.
   std::optional<std::uint64_t> held_revision_;
   std::uint64_t held_digest_ = 0;
