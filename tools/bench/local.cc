@@ -307,18 +307,9 @@ class LocalBench {
     int first_bad_code = 0;
     while (reason.empty()) {
       bool any_running = false;
-      for (pid_t pid : workers) {
-        if (supervisor_.Running(pid)) {
-          any_running = true;
-        } else if (supervisor_.ExitCode(pid) != 0 && first_bad_code == 0) {
-          first_bad_code = supervisor_.ExitCode(pid);
-        }
-      }
-      if (first_bad_code != 0) {
-        reason = first_bad_code == kExitCheckFailed ? "wrong_result" : "error";
-        break;
-      }
-      if (!any_running) break;
+      first_bad_code = FirstBadExit(workers, &any_running);
+      if (first_bad_code != 0) reason = first_bad_code == kExitCheckFailed ? "wrong_result" : "error";
+      if (!reason.empty() || !any_running) break;
       if (!supervisor_.Running(coord)) {
         reason = "coordinator_exited";
         why = fmt::format("the coordinator exited with {} during the run",
@@ -542,18 +533,9 @@ class LocalBench {
     int first_bad_code = 0;
     while (reason.empty()) {
       bool any_running = false;
-      for (pid_t pid : pids) {
-        if (supervisor_.Running(pid)) {
-          any_running = true;
-        } else if (supervisor_.ExitCode(pid) != 0 && first_bad_code == 0) {
-          first_bad_code = supervisor_.ExitCode(pid);
-        }
-      }
-      if (first_bad_code != 0) {
-        reason = first_bad_code == kExitCheckFailed ? "wrong_result" : "error";
-        break;
-      }
-      if (!any_running) break;
+      first_bad_code = FirstBadExit(pids, &any_running);
+      if (first_bad_code != 0) reason = first_bad_code == kExitCheckFailed ? "wrong_result" : "error";
+      if (!reason.empty() || !any_running) break;
       const Supervisor::Event e = supervisor_.Wait(deadline);
       if (e == Supervisor::Event::kInterrupted) reason = "interrupted";
       if (e == Supervisor::Event::kDeadline) reason = "timeout";
@@ -656,6 +638,20 @@ class LocalBench {
   }
 
   const LocalConfig& config_;
+  // The exit code of the first of `pids` that exited non-zero, else 0; whether any still runs.
+  int FirstBadExit(const std::vector<pid_t>& pids, bool* any_running) {
+    *any_running = false;
+    int first = 0;
+    for (pid_t pid : pids) {
+      if (supervisor_.Running(pid)) {
+        *any_running = true;
+      } else if (int code = supervisor_.ExitCode(pid); code != 0 && first == 0) {
+        first = code;
+      }
+    }
+    return first;
+  }
+
   Supervisor& supervisor_;
   const std::string work_dir_;
   Network& network_;
