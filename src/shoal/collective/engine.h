@@ -27,6 +27,7 @@
 #include "shoal/collective/ring_allreduce.h"
 #include "shoal/status.hpp"
 #include "shoal/net/codec.h"
+#include "shoal/net/stream.h"
 
 namespace shoal::collective {
 
@@ -44,7 +45,7 @@ class RingEngine : public std::enable_shared_from_this<RingEngine> {
   };
 
   // REQUIRES: out.size() == in.size() == K >= 1, all connected, DataHello already exchanged.
-  RingEngine(std::vector<asio::ip::tcp::socket> out, std::vector<asio::ip::tcp::socket> in,
+  RingEngine(std::vector<net::Stream> out, std::vector<net::Stream> in,
              PeerId prev, PeerId next, std::uint32_t segment_bytes_max, Callbacks callbacks);
 
   void Start();
@@ -61,21 +62,21 @@ class RingEngine : public std::enable_shared_from_this<RingEngine> {
 
  private:
   struct InStream {
-    asio::ip::tcp::socket socket;
+    net::Stream socket;
     std::vector<std::uint8_t> staging;
     std::uint8_t head[net::kHeaderBytes + net::kSegmentHeaderBytes];
     bool parked = false;
     net::SegmentHeader seg;
     std::uint64_t payload_bytes = 0;
     std::uint64_t unit = 0;
-    explicit InStream(asio::ip::tcp::socket s) : socket(std::move(s)) {}
+    explicit InStream(net::Stream s) : socket(std::move(s)) {}
   };
   struct OutStream {
-    asio::ip::tcp::socket socket;
+    net::Stream socket;
     std::uint8_t head[net::kHeaderBytes + net::kSegmentHeaderBytes];
     bool writing = false;
     OpKey last_served;
-    explicit OutStream(asio::ip::tcp::socket s) : socket(std::move(s)) {}
+    explicit OutStream(net::Stream s) : socket(std::move(s)) {}
   };
 
   void ReadHead(std::uint32_t k);
