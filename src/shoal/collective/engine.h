@@ -1,6 +1,6 @@
 // RingEngine: runs the collectives of one epoch on one peer over the epoch's data streams.
 //
-// A ring link is K TCP streams: this peer writes units to its next neighbour on K outgoing streams
+// A ring link is K TCP streams (plain or TLS, net/stream.h): this peer writes units to its next neighbour on K outgoing streams
 // and reads units from its previous neighbour on K incoming streams (unit u travels on stream
 // u mod K). Every unit is one DataSegment frame whose header names the op (tag, seq), the unit and
 // the op's descriptor; the engine checks all three against the op before it reads the payload,
