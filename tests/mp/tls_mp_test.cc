@@ -58,8 +58,9 @@ TEST(TlsMpTest, MembersWithTlsAndTheSecretTrainAndMoveState) {
   // Three members; one starts with a flipped bit, so a sync moves bytes over a TLS transfer link,
   // and every step all-reduces (checked) over the TLS ring links.
   for (int i = 0; i < 3; i++) {
-    std::vector<std::string> args = {"--expect", "3", "--layout", "f32:65536,f32:16", "--steps",
-                                     "3", "--allreduce", "65536", "--secret", kSecret, "--tls"};
+    std::vector<std::string> args = {"--expect", "3",     "--layout",    "f32:65536,f32:16",
+                                     "--steps",  "3",     "--allreduce", "65536",
+                                     "--secret", kSecret, "--tls"};
     if (i == 2) args.insert(args.end(), {"--flip", "0:100"});
     swarm.StartPeer(args);
   }
@@ -145,17 +146,21 @@ TEST(TlsMpTest, ATlsPeerOfAPlainCoordinatorIsRefusedAndTheGroupGoesOn) {
   // a handshake message, then nothing) is closed at the Hello deadline (1 s here).
   FramedClient broken;
   ASSERT_TRUE(broken.Connect("127.0.0.1", swarm.port(), Deadline::After(5000)).ok());
-  ASSERT_TRUE(
-      broken.SendBytes(std::vector<std::uint8_t>{0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5},
-                       Deadline::After(5000)).ok());
+  ASSERT_TRUE(broken
+                  .SendBytes(std::vector<std::uint8_t>{0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5},
+                             Deadline::After(5000))
+                  .ok());
   EXPECT_EQ(DrainUntilClosed(&broken, 5000), SHOAL_ERR_PEER_LOST);
   FramedClient stalled;
   ASSERT_TRUE(stalled.Connect("127.0.0.1", swarm.port(), Deadline::After(5000)).ok());
-  ASSERT_TRUE(stalled.SendBytes(std::vector<std::uint8_t>{0x16, 0x03, 0x01, 0x00, 0x02, 0x01, 0x00},
-                                Deadline::After(5000)).ok());
+  ASSERT_TRUE(stalled
+                  .SendBytes(std::vector<std::uint8_t>{0x16, 0x03, 0x01, 0x00, 0x02, 0x01, 0x00},
+                             Deadline::After(5000))
+                  .ok());
   TimeMs stalled_ms = MonotonicNowMs();
   EXPECT_EQ(DrainUntilClosed(&stalled, 10000), SHOAL_ERR_PEER_LOST);
-  EXPECT_LT(MonotonicNowMs() - stalled_ms, 4000) << "the Hello deadline must end a stalled handshake";
+  EXPECT_LT(MonotonicNowMs() - stalled_ms, 4000)
+      << "the Hello deadline must end a stalled handshake";
   int a = swarm.StartPeer({"--expect", "2", "--steps", "2"});
   int b = swarm.StartPeer({"--expect", "2", "--steps", "2"});
   ExpectAllExit0(swarm, {a, b});
@@ -169,12 +174,12 @@ TEST(TlsMpTest, SigkillMidAllReduceOverTlsGivesTheAgreedErrorThenRetrySucceeds) 
   (void)dir;
   // 64 MiB of f32 per peer: long enough over TLS on loopback that the kill lands inside the op.
   for (int i = 0; i < n; i++) {
-    swarm.StartPeer({"--expect", std::to_string(n), "--steps", "3", "--count", "16777216",
-                     "--tls", "--secret", kSecret});
+    swarm.StartPeer({"--expect", std::to_string(n), "--steps", "3", "--count", "16777216", "--tls",
+                     "--secret", kSecret});
   }
-  ASSERT_TRUE(swarm.WaitAllForLine([](const Line& l) {
-    return l.word == "START" && l.get("step") == "1";
-  }, kExitMs)) << swarm.Diagnostics();
+  ASSERT_TRUE(swarm.WaitAllForLine(
+      [](const Line& l) { return l.word == "START" && l.get("step") == "1"; }, kExitMs))
+      << swarm.Diagnostics();
   std::string victim_id = swarm.IdOf(victim);
   swarm.peer(victim).KillAndReap();
   std::set<std::string> errors;

@@ -45,15 +45,16 @@ Status MakeSelfSigned(std::unique_ptr<EVP_PKEY, PkeyFree>* key_out,
   bool ok = X509_set_version(cert.get(), 2) == 1 &&
             ASN1_INTEGER_set_uint64(X509_get_serialNumber(cert.get()), serial_value >> 1) == 1 &&
             X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600) != nullptr &&
-            X509_gmtime_adj(X509_getm_notAfter(cert.get()), 60L * 60 * 24 * kCertificateDaysValid) !=
-                nullptr &&
+            X509_gmtime_adj(X509_getm_notAfter(cert.get()),
+                            60L * 60 * 24 * kCertificateDaysValid) != nullptr &&
             X509_set_pubkey(cert.get(), key.get()) == 1;
   X509_NAME* name = X509_get_subject_name(cert.get());
-  ok = ok && name != nullptr &&
-       X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                                  reinterpret_cast<const unsigned char*>("shoal"), -1, -1, 0) == 1 &&
-       X509_set_issuer_name(cert.get(), name) == 1 &&
-       X509_sign(cert.get(), key.get(), EVP_sha256()) > 0;
+  ok =
+      ok && name != nullptr &&
+      X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                                 reinterpret_cast<const unsigned char*>("shoal"), -1, -1, 0) == 1 &&
+      X509_set_issuer_name(cert.get(), name) == 1 &&
+      X509_sign(cert.get(), key.get(), EVP_sha256()) > 0;
   if (!ok) return Status(SHOAL_ERR_IO, OpenSslError("making the self-signed certificate failed"));
   *key_out = std::move(key);
   *cert_out = std::move(cert);
@@ -81,8 +82,8 @@ Status TlsContext::Create(std::shared_ptr<TlsContext>* out) {
   std::unique_ptr<EVP_PKEY, PkeyFree> key;
   std::unique_ptr<X509, X509Free> cert;
   if (Status s = MakeSelfSigned(&key, &cert); !s.ok()) return s;
-  if (SSL_CTX_use_certificate(ctx, cert.get()) != 1 || SSL_CTX_use_PrivateKey(ctx, key.get()) != 1 ||
-      SSL_CTX_check_private_key(ctx) != 1) {
+  if (SSL_CTX_use_certificate(ctx, cert.get()) != 1 ||
+      SSL_CTX_use_PrivateKey(ctx, key.get()) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
     return Status(SHOAL_ERR_IO, OpenSslError("installing the TLS key and certificate failed"));
   }
   *out = std::move(tls);
