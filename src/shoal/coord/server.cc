@@ -81,6 +81,10 @@ struct Connection {
   bool write_in_flight = false;
 
   bool closing = false;
+  // Refused for a TLS mismatch: after the Reject, bytes are read and dropped until the peer
+  // closes (or close_flush_timeout_ms), so that the close does not reset the connection before
+  // the peer has read why (a close with unread bytes sends RST).
+  bool draining = false;
   bool finished = false;
 
   // Authentication, when the server has a secret: the Coordinator sees messages once `authed`.
@@ -343,8 +347,27 @@ struct Server::Impl {
   void RefuseMismatch(const std::shared_ptr<Connection>& c, const std::string& why) {
     spdlog::warn("refusing connection {} from {}: {}", c->id, c->peer, why);
     Send(c, net::Reject{SHOAL_ERR_PROTOCOL, why});
-    BeginClose(c);
-    CarryOut();
+    if (c->finished) return;
+    c->closing = true;
+    c->draining = true;
+    c->close_timer.expires_after(std::chrono::milliseconds(config.close_flush_timeout_ms));
+    c->close_timer.async_wait([this, c](const asio::error_code& ec) {
+      if (ec || stopping || c->finished) return;
+      Finish(c);
+      CarryOut();
+    });
+    Drain(c);
+  }
+
+  void Drain(const std::shared_ptr<Connection>& c) {
+    c->payload.resize(kReadChunkBytes);
+    c->socket.async_read_some(asio::buffer(c->payload),
+                              [this, c](const asio::error_code& ec, std::size_t) {
+                                if (stopping || c->finished) return;
+                                if (!ec) return Drain(c);
+                                Finish(c);  // the peer closed (or the connection failed)
+                                CarryOut();
+                              });
   }
 
   void Refuse(tcp::socket* socket, const std::string& peer, const std::string& why, TimeMs now_ms) {
@@ -574,7 +597,7 @@ struct Server::Impl {
                         }
                         if (!c->queued.empty()) {
                           StartWrite(c);
-                        } else if (c->closing) {
+                        } else if (c->closing && !c->draining) {
                           Finish(c);
                           CarryOut();
                         }
