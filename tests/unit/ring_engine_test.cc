@@ -198,8 +198,9 @@ TEST(RingEngine, OddCountsAndWorldSizes) {
 TEST(RingEngine, OverTls) {
   std::mt19937_64 rng(11);
   for (int dt = 0; dt < SHOAL_DTYPE_COUNT; dt++) {
-    RunCase({3, 3001, static_cast<shoal_dtype>(dt), SHOAL_SUM, dt % 2 == 0, 1 + 2u * (dt % 2), true},
-            rng);
+    RunCase(
+        {3, 3001, static_cast<shoal_dtype>(dt), SHOAL_SUM, dt % 2 == 0, 1 + 2u * (dt % 2), true},
+        rng);
   }
   for (std::uint64_t count : {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{100003}}) {
     RunCase({4, count, SHOAL_F32, SHOAL_AVG, false, 3, true}, rng);

@@ -537,7 +537,7 @@ TEST(Transfer, ReceiverClosesMidTransfer) {
   BigTransfer t(64 << 20, 2, /*with_receiver=*/false);
   ASSERT_TRUE(t.net.RunUntil([&] { return t.sender->sent_bytes() > 0; }));
   t.net.RunFor(std::chrono::milliseconds(20));  // until the kernel buffers are full
-  for (auto& s : t.link.in) s->lowest_layer().close();        // unread data: the sender gets a reset
+  for (auto& s : t.link.in) s->lowest_layer().close();  // unread data: the sender gets a reset
   ASSERT_TRUE(t.net.RunUntil([&] { return t.so.failed() || t.so.done(); }));
   EXPECT_EQ(t.so.fault.code(), SHOAL_ERR_PEER_LOST) << t.so.fault.ToString();
   EXPECT_EQ(t.so.fault.peer(), BigTransfer::kReceiver);

@@ -1,12 +1,13 @@
 // RingEngine: runs the collectives of one epoch on one peer over the epoch's data streams.
 //
-// A ring link is K TCP streams (plain or TLS, net/stream.h): this peer writes units to its next neighbour on K outgoing streams
-// and reads units from its previous neighbour on K incoming streams (unit u travels on stream
-// u mod K). Every unit is one DataSegment frame whose header names the op (tag, seq), the unit and
-// the op's descriptor; the engine checks all three against the op before it reads the payload,
-// straight into its destination (ring_allreduce.h). Several ops may be in flight at once: each
-// outgoing stream serves them round robin; an incoming frame for an op this peer has not started
-// yet parks its stream until the op is added (TCP flow control holds the sender meanwhile).
+// A ring link is K TCP streams (plain or TLS, net/stream.h): this peer writes units to its next
+// neighbour on K outgoing streams and reads units from its previous neighbour on K incoming
+// streams (unit u travels on stream u mod K). Every unit is one DataSegment frame whose header
+// names the op (tag, seq), the unit and the op's descriptor; the engine checks all three against
+// the op before it reads the payload, straight into its destination (ring_allreduce.h). Several
+// ops may be in flight at once: each outgoing stream serves them round robin; an incoming frame
+// for an op this peer has not started yet parks its stream until the op is added (TCP flow
+// control holds the sender meanwhile).
 //
 // On the first error (a stream closed, a bad frame) the engine stops: it cancels all I/O, so no
 // user buffer is touched after that, and reports one fault naming the suspect neighbour. It does

@@ -456,7 +456,8 @@ void PeerRuntime::OnControlLost(const Status& why, bool fatal) {
   }
   // Before the first Welcome, a protocol error (e.g. TLS on one side only) keeps its code: it is
   // not a coordinator that went away.
-  bool keep_code = !reconnecting_ && phase_ == Phase::kConnecting && why.code() == SHOAL_ERR_PROTOCOL;
+  bool keep_code =
+      !reconnecting_ && phase_ == Phase::kConnecting && why.code() == SHOAL_ERR_PROTOCOL;
   Status reason(keep_code ? why.code() : SHOAL_ERR_COORDINATOR_LOST,
                 reconnecting_ ? fmt::format("no coordinator for {} ms (last error: {})",
                                             now - lost_ms_, why.message())
@@ -958,7 +959,8 @@ void PeerRuntime::AuthenticateIn(std::shared_ptr<net::Stream> socket,
     WriteFrames(socket,
                 {net::AuthChallenge{server,
                                     net::ServerProof(options_.secret, client, server, *binding)}},
-                [this, socket, refuse, read_hello, client, server, binding](const std::string& error) {
+                [this, socket, refuse, read_hello, client, server,
+                 binding](const std::string& error) {
       if (!error.empty()) return refuse(error);
       ReadHandshakeFrame(socket, [this, refuse, read_hello, client, server,
                                   binding](const Status& s, net::Message&& m) {

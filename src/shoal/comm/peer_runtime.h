@@ -175,7 +175,8 @@ class PeerRuntime {
 
   void AcceptNext();
   void ReadDataHello(std::shared_ptr<net::Stream> socket);
-  void AuthenticateIn(std::shared_ptr<net::Stream> socket, std::shared_ptr<asio::steady_timer> timer,
+  void AuthenticateIn(std::shared_ptr<net::Stream> socket,
+                      std::shared_ptr<asio::steady_timer> timer,
                       std::function<void(const std::string&)> refuse);
   void OnDataHello(const net::DataHello& hello, net::Stream socket);
   void PlaceIncoming(net::Stream socket, std::uint16_t index);

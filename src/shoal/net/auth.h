@@ -47,7 +47,8 @@ Status RandomNonce(Nonce* out);
 // The accepting side's proof: HMAC-SHA256(secret, "shoal/1 server" || client || server || binding).
 Mac ServerProof(const std::string& secret, const Nonce& client, const Nonce& server,
                 const ChannelBinding& binding = {});
-// The connecting side's proof: HMAC-SHA256(secret, "shoal/1 client" || server || client || binding).
+// The connecting side's proof:
+// HMAC-SHA256(secret, "shoal/1 client" || server || client || binding).
 Mac ClientProof(const std::string& secret, const Nonce& client, const Nonce& server,
                 const ChannelBinding& binding = {});
 
