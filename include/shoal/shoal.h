@@ -46,6 +46,7 @@ typedef struct shoal_options {
   int64_t reconnect_backoff_max_ms; /* longest pause between reconnect attempts; default 500 */
   const char* secret;            /* group secret (NUL-terminated), NULL or "" = none; default NULL */
   const char* coordinator_standbys; /* "host:port,host:port" tried after the primary; NULL = none */
+  int tls;                       /* non-zero: TLS 1.3 on all connections (shoal.hpp); default 0 */
 } shoal_options;
 
 typedef struct shoal_op_info {

@@ -61,6 +61,12 @@ struct Options {
   // to the coordinator and between peers, proves it with HMAC-SHA256 before anything else. A
   // wrong or missing secret fails Create with SHOAL_ERR_AUTH.
   std::string secret;
+  // TLS 1.3 on every connection: to the coordinator and between peers (ring and transfer
+  // streams). Must match the coordinator (shoal-coord --tls); a mismatch fails Create with
+  // SHOAL_ERR_PROTOCOL and a message that says which side uses TLS. TLS encrypts; with a secret
+  // it also authenticates both ends (the proofs are bound to the TLS session). TLS without a
+  // secret protects only against passive eavesdroppers: docs/protocol.md, "TLS".
+  bool tls = false;
 };
 
 struct CollectiveOptions {

@@ -36,8 +36,10 @@ inline Status StepBoundary(Communicator* comm, bool with_status) {
 inline std::unique_ptr<Communicator> CreatePeer(int coord_port, std::int64_t timeout_ms,
                                                 const std::string& log_level,
                                                 const std::string& secret = "",
-                                                const std::vector<std::string>& standbys = {}) {
+                                                const std::vector<std::string>& standbys = {},
+                                                bool tls = false) {
   Options opt;
+  opt.tls = tls;
   opt.coordinator_port = static_cast<std::uint16_t>(coord_port);
   opt.timeout_ms = timeout_ms;
   opt.log_level = log_level;

@@ -67,6 +67,7 @@ struct Args {
   std::uint64_t allreduce = 0;    // train: all-reduce this many f32 per step into tensor 0
   std::string log_level = "warn";
   std::string secret;             // the group secret, if the coordinator has one
+  bool tls = false;               // --tls: TLS on every connection (shoal-coord --tls)
   std::vector<std::string> standbys;  // --standby host:port (repeatable)
 };
 
@@ -163,6 +164,7 @@ bool ParseArgs(int argc, char** argv, Args* a) {
     else if (k == "--allreduce") a->allreduce = std::strtoull(val(), nullptr, 10);
     else if (k == "--log-level") a->log_level = val();
     else if (k == "--secret") a->secret = val();
+    else if (k == "--tls") a->tls = true;
     else if (k == "--standby") a->standbys.push_back(val());
     else {
       std::fprintf(stderr, "unknown argument %s\n", k.c_str());
@@ -215,7 +217,8 @@ int main(int argc, char** argv) {
     return 64;
   }
   std::unique_ptr<shoal::Communicator> comm =
-      shoal::mp::CreatePeer(a.coord_port, a.timeout_ms, a.log_level, a.secret, a.standbys);
+      shoal::mp::CreatePeer(a.coord_port, a.timeout_ms, a.log_level, a.secret, a.standbys,
+                            a.tls);
   if (!comm) return 1;
   shoal::Status s;
 

@@ -43,6 +43,8 @@ struct Args {
   std::int64_t timeout_ms = 20000;
   bool retry = true;        // on failure: update_topology and redo the step
   std::string log_level = "warn";
+  bool tls = false;  // --tls: TLS on every connection (shoal-coord --tls)
+  std::string secret;  // --secret: the group secret, if the coordinator has one
 };
 
 std::int64_t Small(std::uint64_t seed, std::uint64_t epoch, int k, std::uint32_t rank,
@@ -134,6 +136,8 @@ bool ParseArgs(int argc, char** argv, Args* a) {
     else if (k == "--timeout-ms") a->timeout_ms = std::atoll(val());
     else if (k == "--no-retry") a->retry = false;
     else if (k == "--log-level") a->log_level = val();
+    else if (k == "--tls") a->tls = true;
+    else if (k == "--secret") a->secret = val();
     else {
       std::fprintf(stderr, "unknown argument %s\n", k.c_str());
       return false;
@@ -149,7 +153,7 @@ int main(int argc, char** argv) {
   if (!ParseArgs(argc, argv, &a)) return 64;
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   std::unique_ptr<shoal::Communicator> comm =
-      shoal::mp::CreatePeer(a.coord_port, a.timeout_ms, a.log_level);
+      shoal::mp::CreatePeer(a.coord_port, a.timeout_ms, a.log_level, a.secret, {}, a.tls);
   if (!comm) return 1;
   shoal::Status s;
 

@@ -15,7 +15,7 @@ namespace {
 
 using asio::ip::tcp;
 
-// n ranks joined in a ring by K TCP streams per link.
+// n ranks joined in a ring by K TCP streams per link, plain or TLS (handshakes done here).
 struct Ring {
   asio::io_context io;
   std::vector<std::shared_ptr<RingEngine>> engines;
@@ -24,19 +24,40 @@ struct Ring {
   std::uint32_t n;
   std::uint32_t k;
 
-  Ring(std::uint32_t n_, std::uint32_t k_, std::uint32_t segment_bytes_max) : n(n_), k(k_) {
+  Ring(std::uint32_t n_, std::uint32_t k_, std::uint32_t segment_bytes_max, bool tls = false)
+      : n(n_), k(k_) {
     done.resize(n);
     faults.resize(n);
     tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-    std::vector<std::vector<tcp::socket>> out(n), in(n);
+    std::vector<std::vector<net::Stream>> out(n), in(n);
     for (std::uint32_t r = 0; r < n; r++) {
       for (std::uint32_t s = 0; s < k; s++) {
         tcp::socket c(io);
         c.connect(acceptor.local_endpoint());
         c.set_option(tcp::no_delay(true));
-        out[r].push_back(std::move(c));
-        in[(r + 1) % n].push_back(acceptor.accept());
+        out[r].emplace_back(std::move(c));
+        in[(r + 1) % n].emplace_back(acceptor.accept());
       }
+    }
+    if (tls) {
+      std::shared_ptr<net::TlsContext> context;
+      Status s = net::TlsContext::Create(&context);
+      EXPECT_TRUE(s.ok()) << s.ToString();
+      std::size_t handshakes = 0;
+      for (std::uint32_t r = 0; r < n; r++) {
+        for (std::uint32_t s = 0; s < k; s++) {
+          for (auto* stream : {&out[r][s], &in[r][s]}) {
+            stream->UseTls(context);
+            auto role = stream == &out[r][s] ? net::Stream::Role::kClient
+                                             : net::Stream::Role::kServer;
+            stream->AsyncHandshake(role, [&handshakes](const asio::error_code& ec) {
+              EXPECT_FALSE(ec) << ec.message();
+              handshakes++;
+            });
+          }
+        }
+      }
+      EXPECT_TRUE(RunUntil([&] { return handshakes == 2 * n * k; })) << "TLS handshakes";
     }
     for (std::uint32_t r = 0; r < n; r++) {
       RingEngine::Callbacks cb;
@@ -95,13 +116,15 @@ struct Case {
   shoal_reduce_op op;
   bool in_place;
   std::uint32_t k;
+  bool tls = false;
 };
 
 void RunCase(const Case& c, std::mt19937_64& rng) {
   SCOPED_TRACE(::testing::Message() << "n=" << c.n << " count=" << c.count << " dtype="
                                     << DtypeName(c.dtype) << " op=" << ReduceOpName(c.op)
-                                    << " in_place=" << c.in_place << " k=" << c.k);
-  Ring ring(c.n, c.k, /*segment_bytes_max=*/4096);
+                                    << " in_place=" << c.in_place << " k=" << c.k
+                                    << " tls=" << c.tls);
+  Ring ring(c.n, c.k, /*segment_bytes_max=*/4096, c.tls);
   std::size_t eb = DtypeBytes(c.dtype);
   std::vector<std::vector<std::uint8_t>> send(c.n), recv(c.n);
   std::vector<std::uint8_t> want;
@@ -168,6 +191,19 @@ TEST(RingEngine, OddCountsAndWorldSizes) {
         RunCase({n, count, SHOAL_F32, SHOAL_SUM, in_place, n % 4 + 1}, rng);
       }
     }
+  }
+}
+
+// The same engine over TLS streams (net/stream.h): every dtype once, odd counts, K in {1, 3}.
+TEST(RingEngine, OverTls) {
+  std::mt19937_64 rng(11);
+  for (int dt = 0; dt < SHOAL_DTYPE_COUNT; dt++) {
+    RunCase(
+        {3, 3001, static_cast<shoal_dtype>(dt), SHOAL_SUM, dt % 2 == 0, 1 + 2u * (dt % 2), true},
+        rng);
+  }
+  for (std::uint64_t count : {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{100003}}) {
+    RunCase({4, count, SHOAL_F32, SHOAL_AVG, false, 3, true}, rng);
   }
 }
 

@@ -19,7 +19,7 @@ namespace shoal::collective {
 namespace {
 
 using asio::ip::tcp;
-using SocketPtr = std::shared_ptr<tcp::socket>;
+using SocketPtr = std::shared_ptr<net::Stream>;
 using Bytes = std::vector<std::uint8_t>;
 
 constexpr std::size_t kHead = net::kHeaderBytes + net::kSegmentHeaderBytes;
@@ -37,11 +37,11 @@ struct Net {
   Pair Connect(std::uint32_t k, asio::io_context* out_io = nullptr) {
     Pair p;
     for (std::uint32_t i = 0; i < k; i++) {
-      auto c = std::make_shared<tcp::socket>(out_io != nullptr ? *out_io : io);
-      c->connect(acceptor.local_endpoint());
-      c->set_option(tcp::no_delay(true));
-      p.out.push_back(c);
-      p.in.push_back(std::make_shared<tcp::socket>(acceptor.accept()));
+      tcp::socket c(out_io != nullptr ? *out_io : io);
+      c.connect(acceptor.local_endpoint());
+      c.set_option(tcp::no_delay(true));
+      p.out.push_back(std::make_shared<net::Stream>(std::move(c)));
+      p.in.push_back(std::make_shared<net::Stream>(acceptor.accept()));
     }
     return p;
   }
@@ -293,7 +293,7 @@ TEST(Transfer, WireFormat) {
     for (const Want& w : streams[k]) {
       SCOPED_TRACE(::testing::Message() << "stream " << k << " unit " << w.unit);
       std::uint8_t head[kHead];
-      asio::read(*link.in[k], asio::buffer(head));
+      asio::read(link.in[k]->lowest_layer(), asio::buffer(head));
       net::FrameHeader h;
       ASSERT_TRUE(net::DecodeHeader(head, 1u << 20, &h).ok());
       EXPECT_EQ(h.type, net::MsgType::kDataSegment);
@@ -304,10 +304,10 @@ TEST(Transfer, WireFormat) {
       EXPECT_EQ(seg.unit, w.unit);
       EXPECT_EQ(seg.desc, PiecesDescriptor(pieces));
       Bytes payload(w.bytes);
-      asio::read(*link.in[k], asio::buffer(payload));
+      asio::read(link.in[k]->lowest_layer(), asio::buffer(payload));
       EXPECT_EQ(0, std::memcmp(payload.data(), src.data(w.tensor) + w.offset, w.bytes));
     }
-    EXPECT_EQ(link.in[k]->available(), 0u);
+    EXPECT_EQ(link.in[k]->lowest_layer().available(), 0u);
   }
 }
 
@@ -523,7 +523,7 @@ TEST(Transfer, SenderClosesMidTransfer) {
   BigTransfer t(64 << 20, 2);
   ASSERT_TRUE(t.net.RunUntil([&] { return t.received() > 0; }));
   t.sender->Stop(Status(SHOAL_ERR_CLOSED, "test"));
-  for (auto& s : t.link.out) s->close();
+  for (auto& s : t.link.out) s->lowest_layer().close();
   ASSERT_TRUE(t.net.RunUntil([&] { return t.ro.failed() || t.ro.done(); }));
   EXPECT_EQ(t.ro.fault.code(), SHOAL_ERR_PEER_LOST) << t.ro.fault.ToString();
   EXPECT_EQ(t.ro.fault.peer(), BigTransfer::kSender);
@@ -537,7 +537,7 @@ TEST(Transfer, ReceiverClosesMidTransfer) {
   BigTransfer t(64 << 20, 2, /*with_receiver=*/false);
   ASSERT_TRUE(t.net.RunUntil([&] { return t.sender->sent_bytes() > 0; }));
   t.net.RunFor(std::chrono::milliseconds(20));  // until the kernel buffers are full
-  for (auto& s : t.link.in) s->close();         // unread data: the sender gets a reset
+  for (auto& s : t.link.in) s->lowest_layer().close();  // unread data: the sender gets a reset
   ASSERT_TRUE(t.net.RunUntil([&] { return t.so.failed() || t.so.done(); }));
   EXPECT_EQ(t.so.fault.code(), SHOAL_ERR_PEER_LOST) << t.so.fault.ToString();
   EXPECT_EQ(t.so.fault.peer(), BigTransfer::kReceiver);
@@ -597,9 +597,9 @@ TEST(Transfer, StopWhileReadsWaitLeavesLaterBytesAlone) {
   };
   const Bytes payload(seg, 0x11);
   // Stream 0: frame 0's head and 8000 of its bytes; stream 1: frame 1's head only.
-  asio::write(*link.out[0], asio::buffer(head(0)));
-  asio::write(*link.out[0], asio::buffer(payload.data(), 8000));
-  asio::write(*link.out[1], asio::buffer(head(1)));
+  asio::write(link.out[0]->lowest_layer(), asio::buffer(head(0)));
+  asio::write(link.out[0]->lowest_layer(), asio::buffer(payload.data(), 8000));
+  asio::write(link.out[1]->lowest_layer(), asio::buffer(head(1)));
   ASSERT_TRUE(net.RunUntil([&] { return receiver->received_bytes().at(x) == 8000; }));
   net.RunFor(std::chrono::milliseconds(20));  // both streams now wait in the reactor
   receiver->Stop(Status(SHOAL_ERR_TIMEOUT, "deadline"));
@@ -608,18 +608,18 @@ TEST(Transfer, StopWhileReadsWaitLeavesLaterBytesAlone) {
   std::weak_ptr<Transfer> weak = receiver;
   receiver.reset();
   // The rest of frames 0 and 1, and frames 2 and 3.
-  asio::write(*link.out[0], asio::buffer(payload.data(), seg - 8000));
-  asio::write(*link.out[0], asio::buffer(head(2)));
-  asio::write(*link.out[0], asio::buffer(payload));
-  asio::write(*link.out[1], asio::buffer(payload));
-  asio::write(*link.out[1], asio::buffer(head(3)));
-  asio::write(*link.out[1], asio::buffer(payload));
+  asio::write(link.out[0]->lowest_layer(), asio::buffer(payload.data(), seg - 8000));
+  asio::write(link.out[0]->lowest_layer(), asio::buffer(head(2)));
+  asio::write(link.out[0]->lowest_layer(), asio::buffer(payload));
+  asio::write(link.out[1]->lowest_layer(), asio::buffer(payload));
+  asio::write(link.out[1]->lowest_layer(), asio::buffer(head(3)));
+  asio::write(link.out[1]->lowest_layer(), asio::buffer(payload));
   net.RunFor(std::chrono::milliseconds(50));
   EXPECT_TRUE(weak.expired());
   EXPECT_TRUE(dst.mem == snapshot);
   EXPECT_TRUE(dst.GuardsIntact());
-  EXPECT_EQ(link.in[0]->available(), (seg - 8000) + kHead + seg);
-  EXPECT_EQ(link.in[1]->available(), seg + kHead + seg);
+  EXPECT_EQ(link.in[0]->lowest_layer().available(), (seg - 8000) + kHead + seg);
+  EXPECT_EQ(link.in[1]->lowest_layer().available(), seg + kHead + seg);
   EXPECT_EQ(ro.faults, 1);
   EXPECT_EQ(ro.dones, 0);
 }
@@ -653,7 +653,7 @@ TEST_P(BadFrameTest, IsProtocolFaultAndWritesNothing) {
   std::uint8_t head[kHead];
   net::EncodeSegmentHead({4, 6, 0, desc}, 4096, head);
   Bytes good(4096, 0x11);
-  asio::write(*link.out[0],
+  asio::write(link.out[0]->lowest_layer(),
               std::array<asio::const_buffer, 2>{asio::buffer(head), asio::buffer(good)});
   net::SegmentHeader seg{4, 6, 1, desc};
   std::uint32_t bytes = 4096;
@@ -685,7 +685,7 @@ TEST_P(BadFrameTest, IsProtocolFaultAndWritesNothing) {
   if (GetParam() == Bad::kMagic) frame[0] ^= 0xFF;
   Bytes evil(bytes, 0xEE);
   frame.insert(frame.end(), evil.begin(), evil.end());
-  asio::write(*link.out[0], asio::buffer(frame));
+  asio::write(link.out[0]->lowest_layer(), asio::buffer(frame));
 
   ASSERT_TRUE(net.RunUntil([&] { return ro.failed() || ro.done(); }));
   net.RunFor(std::chrono::milliseconds(20));
@@ -780,7 +780,7 @@ TEST(Transfer, ConsecutiveTransfersShareSockets) {
   EXPECT_TRUE(dst.mem == want1.mem);
   EXPECT_EQ(r0->received_bytes().at(s_id), Sum(l0));
   EXPECT_EQ(r1->received_bytes().at(s_id), Sum(l1));
-  for (auto& s : link.in) EXPECT_EQ(s->available(), 0u);
+  for (auto& s : link.in) EXPECT_EQ(s->lowest_layer().available(), 0u);
 }
 
 // Not an assertion: how fast a tensor moves through loopback, the sender on an io thread of its

@@ -97,6 +97,7 @@ struct WorkerConfig {
   int timeout_s = 300;                 // deadline for the whole worker (membership included)
   std::int64_t op_timeout_ms = 60000;  // shoal::Options::timeout_ms
   std::string log_level = "warn";
+  bool tls = false;  // Options::tls (and shoal-coord --tls in local mode)
   bool inject_error = false;  // rank 0 corrupts one element of the last timed op's input
   bool quiet = false;         // --worker: result lines only, no table
   std::string out_path;       // append result lines here (rank 0)
@@ -124,6 +125,7 @@ struct LocalConfig {
   int timeout_s = 300;  // per run: everything of the run is killed after it
   std::int64_t op_timeout_ms = 60000;
   std::string log_level = "warn";
+  bool tls = false;  // Options::tls (and shoal-coord --tls in local mode)
   bool inject_error = false;
   int wait_idle_s = 0;  // before each run, wait up to this long for an idle CPU
   std::string out_path;

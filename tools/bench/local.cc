@@ -202,6 +202,7 @@ class LocalBench {
                  std::to_string(k),
                  "--log-level",
                  CoordinatorLogLevel(config_.log_level)};
+    if (config_.tls) spec.argv.push_back("--tls");
     if (config_.segment_bytes) {
       spec.argv.insert(spec.argv.end(),
                        {"--segment-bytes", std::to_string(*config_.segment_bytes)});
@@ -255,6 +256,7 @@ class LocalBench {
       argv.insert(argv.end(), {"--segment-bytes", std::to_string(*config_.segment_bytes)});
     }
     if (config_.inject_error) argv.push_back("--inject-error");
+    if (config_.tls) argv.push_back("--tls");
     return network_.OnHost(i, std::move(argv));
   }
 

@@ -54,6 +54,7 @@ struct Flags {
   std::string keep_logs_dir;
   std::string coord_bin;
   std::string log_level = "warn";
+  bool tls = false;
   int wait_idle_s = 0;
   bool inject_error = false;
   std::string peers;
@@ -273,6 +274,7 @@ int RunLocalMode(const Flags& f, CLI::App& app) {
   c.timeout_s = f.timeout_s;
   c.op_timeout_ms = f.op_timeout_ms;
   c.log_level = f.log_level;
+  c.tls = f.tls;
   c.inject_error = f.inject_error;
   c.wait_idle_s = f.wait_idle_s;
   c.out_path = f.out_path;
@@ -379,6 +381,7 @@ int RunJoinMode(const Flags& f, CLI::App& app) {
   c.timeout_s = f.timeout_s;
   c.op_timeout_ms = f.op_timeout_ms;
   c.log_level = f.log_level;
+  c.tls = f.tls;
   c.inject_error = f.inject_error;
   c.quiet = f.worker;
   c.out_path = f.worker ? std::string() : f.out_path;
@@ -435,6 +438,7 @@ int Main(int argc, char** argv) {
   app.add_option("--wait-idle", f.wait_idle_s,
                  "before each run wait up to S s for the CPU to be idle (<15% busy); peers too")
       ->capture_default_str();
+  app.add_flag("--tls", f.tls, "TLS on every connection (shoal-coord --tls, Options::tls)");
   app.add_flag("--inject-error", f.inject_error, "rank 0 corrupts one element (tests the check)");
   app.add_option("--peers", f.peers, "also run the peers' run.sh: any of gloo mpi mpi_sm torch");
   app.add_option("--peers-dir", f.peers_dir, "folder of the peers' run.sh")->capture_default_str();

@@ -86,6 +86,7 @@ class Worker {
     options.data_port = config_.data_port;
     options.timeout_ms = config_.op_timeout_ms;
     options.log_level = config_.log_level;
+    options.tls = config_.tls;
     if (Status s = Communicator::Create(options, &comm_); !s.ok()) {
       return Fail("joining the coordinator", s);
     }

@@ -9,7 +9,8 @@
 // With a group secret (--secret-file, or --secret), every peer must prove it holds the same secret
 // (HMAC-SHA256 challenge-response, docs/protocol.md "Authentication") before anything else it
 // sends is read. --secret-file keeps the secret out of the process list; its content is the
-// secret, without one trailing newline.
+// secret, without one trailing newline. With --tls every connection runs TLS 1.3 first (peers set
+// Options::tls); a peer that differs is refused with a message saying which side uses TLS.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -135,6 +136,9 @@ int main(int argc, char** argv) {
   app.add_option("--secret-file", secret_file, "Read the group secret from this file")
       ->check(CLI::ExistingFile)
       ->excludes("--secret");
+  app.add_flag("--tls", config.tls,
+               "TLS 1.3 on every connection (peers must set tls too); with a secret, the proofs "
+               "are bound to each TLS session (docs/protocol.md, \"TLS\")");
   CLI11_PARSE(app, argc, argv);
 
   auto logger = spdlog::stderr_color_mt("shoal-coord");

@@ -63,6 +63,7 @@ void shoal_options_init(shoal_options* o) {
   o->reconnect_backoff_max_ms = 500;
   o->secret = nullptr;
   o->coordinator_standbys = nullptr;
+  o->tls = 0;
 }
 
 shoal_status shoal_comm_create(const shoal_options* o, shoal_comm** out) {
@@ -82,6 +83,7 @@ shoal_status shoal_comm_create(const shoal_options* o, shoal_comm** out) {
     opt.reconnect_window_ms = o->reconnect_window_ms;
     opt.reconnect_backoff_max_ms = o->reconnect_backoff_max_ms;
     if (o->secret != nullptr) opt.secret = o->secret;
+    opt.tls = o->tls != 0;
     if (o->coordinator_standbys != nullptr) {
       std::string list = o->coordinator_standbys;
       for (std::size_t start = 0; start <= list.size();) {

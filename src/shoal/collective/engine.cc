@@ -21,8 +21,8 @@ auto UntilStopped(const bool* stopped) {
 
 }  // namespace
 
-RingEngine::RingEngine(std::vector<asio::ip::tcp::socket> out,
-                       std::vector<asio::ip::tcp::socket> in, PeerId prev, PeerId next,
+RingEngine::RingEngine(std::vector<net::Stream> out,
+                       std::vector<net::Stream> in, PeerId prev, PeerId next,
                        std::uint32_t segment_bytes_max, Callbacks callbacks)
     : prev_(prev), next_(next), segment_bytes_max_(segment_bytes_max),
       callbacks_(std::move(callbacks)) {

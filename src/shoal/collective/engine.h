@@ -1,12 +1,13 @@
 // RingEngine: runs the collectives of one epoch on one peer over the epoch's data streams.
 //
-// A ring link is K TCP streams: this peer writes units to its next neighbour on K outgoing streams
-// and reads units from its previous neighbour on K incoming streams (unit u travels on stream
-// u mod K). Every unit is one DataSegment frame whose header names the op (tag, seq), the unit and
-// the op's descriptor; the engine checks all three against the op before it reads the payload,
-// straight into its destination (ring_allreduce.h). Several ops may be in flight at once: each
-// outgoing stream serves them round robin; an incoming frame for an op this peer has not started
-// yet parks its stream until the op is added (TCP flow control holds the sender meanwhile).
+// A ring link is K TCP streams (plain or TLS, net/stream.h): this peer writes units to its next
+// neighbour on K outgoing streams and reads units from its previous neighbour on K incoming
+// streams (unit u travels on stream u mod K). Every unit is one DataSegment frame whose header
+// names the op (tag, seq), the unit and the op's descriptor; the engine checks all three against
+// the op before it reads the payload, straight into its destination (ring_allreduce.h). Several
+// ops may be in flight at once: each outgoing stream serves them round robin; an incoming frame
+// for an op this peer has not started yet parks its stream until the op is added (TCP flow
+// control holds the sender meanwhile).
 //
 // On the first error (a stream closed, a bad frame) the engine stops: it cancels all I/O, so no
 // user buffer is touched after that, and reports one fault naming the suspect neighbour. It does
@@ -27,6 +28,7 @@
 #include "shoal/collective/ring_allreduce.h"
 #include "shoal/status.hpp"
 #include "shoal/net/codec.h"
+#include "shoal/net/stream.h"
 
 namespace shoal::collective {
 
@@ -44,7 +46,7 @@ class RingEngine : public std::enable_shared_from_this<RingEngine> {
   };
 
   // REQUIRES: out.size() == in.size() == K >= 1, all connected, DataHello already exchanged.
-  RingEngine(std::vector<asio::ip::tcp::socket> out, std::vector<asio::ip::tcp::socket> in,
+  RingEngine(std::vector<net::Stream> out, std::vector<net::Stream> in,
              PeerId prev, PeerId next, std::uint32_t segment_bytes_max, Callbacks callbacks);
 
   void Start();
@@ -61,21 +63,21 @@ class RingEngine : public std::enable_shared_from_this<RingEngine> {
 
  private:
   struct InStream {
-    asio::ip::tcp::socket socket;
+    net::Stream socket;
     std::vector<std::uint8_t> staging;
     std::uint8_t head[net::kHeaderBytes + net::kSegmentHeaderBytes];
     bool parked = false;
     net::SegmentHeader seg;
     std::uint64_t payload_bytes = 0;
     std::uint64_t unit = 0;
-    explicit InStream(asio::ip::tcp::socket s) : socket(std::move(s)) {}
+    explicit InStream(net::Stream s) : socket(std::move(s)) {}
   };
   struct OutStream {
-    asio::ip::tcp::socket socket;
+    net::Stream socket;
     std::uint8_t head[net::kHeaderBytes + net::kSegmentHeaderBytes];
     bool writing = false;
     OpKey last_served;
-    explicit OutStream(asio::ip::tcp::socket s) : socket(std::move(s)) {}
+    explicit OutStream(net::Stream s) : socket(std::move(s)) {}
   };
 
   void ReadHead(std::uint32_t k);

@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "shoal/net/codec.h"
+#include "shoal/net/stream.h"
 #include "shoal/status.hpp"
 
 namespace shoal::collective {
@@ -58,7 +59,7 @@ std::uint32_t PiecesDescriptor(const std::vector<Piece>& pieces);
 
 class Transfer : public std::enable_shared_from_this<Transfer> {
  public:
-  using Socket = asio::ip::tcp::socket;
+  using Socket = net::Stream;  // plain or TLS (net/stream.h)
   struct Params {
     std::uint64_t tag = 0;
     std::uint64_t seq = 0;

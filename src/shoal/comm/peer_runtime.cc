@@ -94,6 +94,9 @@ Status PeerRuntime::Create(const Options& options, std::shared_ptr<PeerRuntime>*
   spdlog::set_level(level);
   std::shared_ptr<PeerRuntime> rt(new PeerRuntime(options));
   rt->coordinators_ = std::move(coordinators);
+  if (options.tls) {
+    if (Status s = net::TlsContext::Create(&rt->tls_); !s.ok()) return s;
+  }
   Status s = rt->Start(Deadline::After(options.timeout_ms));
   if (!s.ok()) {
     rt->Close();
@@ -147,7 +150,7 @@ Status PeerRuntime::Start(Deadline deadline) {
   }
   io_.restart();
 
-  control_ = std::make_shared<net::FramedConnection>(std::move(socket),
+  control_ = std::make_shared<net::FramedConnection>(ControlStream(std::move(socket)),
                                                      limits::kSyncPayloadBytesMax,
                                                      kControlWriteQueueBytesMax);
   welcome_ = std::make_shared<Completion>();
@@ -405,6 +408,12 @@ void PeerRuntime::OpenControl() {
   Send(net::AuthHello{client_nonce_});
 }
 
+net::Stream PeerRuntime::ControlStream(asio::ip::tcp::socket socket) const {
+  net::Stream stream(std::move(socket));
+  if (tls_) stream.UseTls(tls_);  // FramedConnection runs the handshake
+  return stream;
+}
+
 void PeerRuntime::SendHello() {
   net::Hello hello{peer_id_, options_.data_host, data_port_, std::nullopt};
   if (reconnecting_) hello.rejoin = MakeRejoin();
@@ -414,12 +423,13 @@ void PeerRuntime::SendHello() {
 void PeerRuntime::Handle(const net::AuthChallenge& m) {
   if (!awaiting_challenge_) return Unexpected(m);
   awaiting_challenge_ = false;
-  if (!net::MacEqual(m.proof, net::ServerProof(options_.secret, client_nonce_, m.nonce))) {
+  const net::ChannelBinding& binding = control_->channel_binding();
+  if (!net::MacEqual(m.proof, net::ServerProof(options_.secret, client_nonce_, m.nonce, binding))) {
     return Refused(Status(SHOAL_ERR_AUTH,
                           "the coordinator does not hold the group secret (wrong secret on one "
                           "side, or not the coordinator of this group)"));
   }
-  Send(net::AuthProof{net::ClientProof(options_.secret, client_nonce_, m.nonce)});
+  Send(net::AuthProof{net::ClientProof(options_.secret, client_nonce_, m.nonce, binding)});
   SendHello();
 }
 
@@ -453,7 +463,11 @@ void PeerRuntime::OnControlLost(const Status& why, bool fatal) {
       return;
     }
   }
-  Status reason(SHOAL_ERR_COORDINATOR_LOST,
+  // Before the first Welcome, a protocol error (e.g. TLS on one side only) keeps its code: it is
+  // not a coordinator that went away.
+  bool keep_code =
+      !reconnecting_ && phase_ == Phase::kConnecting && why.code() == SHOAL_ERR_PROTOCOL;
+  Status reason(keep_code ? why.code() : SHOAL_ERR_COORDINATOR_LOST,
                 reconnecting_ ? fmt::format("no coordinator for {} ms (last error: {})",
                                             now - lost_ms_, why.message())
                               : why.message());
@@ -558,9 +572,9 @@ void PeerRuntime::TryReconnect() {
           if (ec) {
             return OnControlLost(Status(SHOAL_ERR_COORDINATOR_LOST, "connect: " + ec.message()));
           }
-          net::TuneSocket(*socket);
           control_ = std::make_shared<net::FramedConnection>(
-              std::move(*socket), limits::kSyncPayloadBytesMax, kControlWriteQueueBytesMax);
+              ControlStream(std::move(*socket)), limits::kSyncPayloadBytesMax,
+              kControlWriteQueueBytesMax);
           OpenControl();
         });
       });
@@ -674,7 +688,7 @@ void PeerRuntime::Handle(const net::EpochPropose& m) {
   if (held != held_.end()) {
     auto streams = std::move(held->second);
     held_.erase(held_.begin(), std::next(held));
-    for (auto& [index, socket] : streams) PlaceIncoming(std::move(socket), index);
+    for (auto& [index, stream] : streams) PlaceIncoming(std::move(stream), index);
   } else {
     held_.erase(held_.begin(), held_.lower_bound(m.epoch));
   }
@@ -692,7 +706,7 @@ void PeerRuntime::Handle(const net::EpochCommit& m) {
                     /*fatal=*/true);
       return;
     }
-    std::vector<asio::ip::tcp::socket> out, in;
+    std::vector<net::Stream> out, in;
     for (auto& s : setup_->out) out.push_back(std::move(*s));
     for (auto& s : setup_->in) in.push_back(std::move(*s));
     std::uint64_t epoch = m.epoch;
@@ -886,13 +900,15 @@ void PeerRuntime::AcceptNext() {
     if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
     if (!ec) {
       net::TuneDataSocket(socket);
-      ReadDataHello(std::make_shared<asio::ip::tcp::socket>(std::move(socket)));
+      ReadDataHello(std::make_shared<net::Stream>(std::move(socket)));
     }
     AcceptNext();
   });
 }
 
-void PeerRuntime::ReadDataHello(std::shared_ptr<asio::ip::tcp::socket> socket) {
+// The accepting side of a data stream: TLS (when the group uses it), the group-secret handshake
+// (when it has a secret), then the DataHello; all within kDataHelloTimeoutMs.
+void PeerRuntime::ReadDataHello(std::shared_ptr<net::Stream> socket) {
   auto timer = std::make_shared<asio::steady_timer>(io_);
   timer->expires_after(std::chrono::milliseconds(kDataHelloTimeoutMs));
   timer->async_wait([socket](const asio::error_code& ec) {
@@ -904,10 +920,32 @@ void PeerRuntime::ReadDataHello(std::shared_ptr<asio::ip::tcp::socket> socket) {
   auto refuse = [this, socket, timer](const std::string& why) {
     timer->cancel();
     spdlog::warn("peer {}: refused a data connection from {}: {}", Hex64(peer_id_),
-                 net::RemoteName(*socket), why);
+                 net::RemoteName(socket->lowest_layer()), why);
     asio::error_code ignored;
     socket->close(ignored);
   };
+  // Plain or TLS is told by the first byte: a TLS ClientHello starts with a handshake record,
+  // never with a shoal frame's magic.
+  net::AsyncDetectTls(socket->lowest_layer(), [this, socket, timer,
+                                                refuse](const asio::error_code& ec, bool tls) {
+    if (ec) return refuse(ec.message());
+    if (tls != (tls_ != nullptr)) {
+      return refuse(tls ? "it speaks TLS, but this group does not use TLS"
+                        : "it does not speak TLS, but this group uses TLS");
+    }
+    if (!tls) return AuthenticateIn(socket, timer, refuse);
+    socket->UseTls(tls_);
+    socket->AsyncHandshake(net::Stream::Role::kServer, [this, socket, timer,
+                                                        refuse](const asio::error_code& ec) {
+      if (ec) return refuse(net::TlsErrorText(ec));
+      AuthenticateIn(socket, timer, refuse);
+    });
+  });
+}
+
+void PeerRuntime::AuthenticateIn(std::shared_ptr<net::Stream> socket,
+                                 std::shared_ptr<asio::steady_timer> timer,
+                                 std::function<void(const std::string&)> refuse) {
   auto read_hello = [this, socket, timer, refuse] {
     ReadHandshakeFrame(socket, [this, socket, timer, refuse](const Status& s, net::Message&& m) {
       if (!s.ok()) return refuse(s.message());
@@ -918,24 +956,31 @@ void PeerRuntime::ReadDataHello(std::shared_ptr<asio::ip::tcp::socket> socket) {
     });
   };
   if (options_.secret.empty()) return read_hello();
-  // Group secret: AuthHello, our AuthChallenge, their AuthProof, then the DataHello.
-  ReadHandshakeFrame(socket, [this, socket, refuse, read_hello](const Status& s,
-                                                                 net::Message&& m) {
+  // Group secret: AuthHello, our AuthChallenge, their AuthProof, then the DataHello; the proofs
+  // are bound to the TLS session, if any.
+  auto binding = std::make_shared<net::ChannelBinding>();
+  if (Status b = socket->GetChannelBinding(binding.get()); !b.ok()) return refuse(b.message());
+  ReadHandshakeFrame(socket, [this, socket, refuse, read_hello, binding](const Status& s,
+                                                                          net::Message&& m) {
     if (!s.ok()) return refuse(s.message());
     auto* hello = std::get_if<net::AuthHello>(&m);
     if (hello == nullptr) return refuse("it did not authenticate (this group has a secret)");
     net::Nonce server{};
     if (Status r = net::RandomNonce(&server); !r.ok()) return refuse(r.message());
     net::Nonce client = hello->nonce;
-    WriteFrames(socket, {net::AuthChallenge{server, net::ServerProof(options_.secret, client, server)}},
-                [this, socket, refuse, read_hello, client, server](const std::string& error) {
+    WriteFrames(socket,
+                {net::AuthChallenge{server,
+                                    net::ServerProof(options_.secret, client, server, *binding)}},
+                [this, socket, refuse, read_hello, client, server,
+                 binding](const std::string& error) {
       if (!error.empty()) return refuse(error);
-      ReadHandshakeFrame(socket, [this, refuse, read_hello, client, server](const Status& s,
-                                                                          net::Message&& m) {
+      ReadHandshakeFrame(socket, [this, refuse, read_hello, client, server,
+                                  binding](const Status& s, net::Message&& m) {
         if (!s.ok()) return refuse(s.message());
         auto* proof = std::get_if<net::AuthProof>(&m);
         if (proof == nullptr ||
-            !net::MacEqual(proof->proof, net::ClientProof(options_.secret, client, server))) {
+            !net::MacEqual(proof->proof,
+                           net::ClientProof(options_.secret, client, server, *binding))) {
           return refuse("wrong group secret");
         }
         read_hello();
@@ -944,7 +989,7 @@ void PeerRuntime::ReadDataHello(std::shared_ptr<asio::ip::tcp::socket> socket) {
   });
 }
 
-void PeerRuntime::OnDataHello(const net::DataHello& hello, asio::ip::tcp::socket socket) {
+void PeerRuntime::OnDataHello(const net::DataHello& hello, net::Stream socket) {
   asio::error_code ignored;
   if (hello.to != peer_id_ || phase_ == Phase::kClosed) {
     socket.close(ignored);
@@ -978,7 +1023,7 @@ void PeerRuntime::OnDataHello(const net::DataHello& hello, asio::ip::tcp::socket
   socket.close(ignored);  // an old epoch's stream
 }
 
-void PeerRuntime::PlaceIncoming(asio::ip::tcp::socket socket, std::uint16_t index) {
+void PeerRuntime::PlaceIncoming(net::Stream socket, std::uint16_t index) {
   if (!setup_ || index >= setup_->in.size() || setup_->in[index].has_value()) {
     asio::error_code ignored;
     socket.close(ignored);
@@ -990,7 +1035,7 @@ void PeerRuntime::PlaceIncoming(asio::ip::tcp::socket socket, std::uint16_t inde
 }
 
 void PeerRuntime::ConnectOut(std::uint64_t epoch, std::uint16_t index, const net::Member& to) {
-  auto socket = std::make_shared<asio::ip::tcp::socket>(io_);
+  auto socket = std::make_shared<net::Stream>(io_);
   net::DataHello hello{epoch, peer_id_, to.peer_id, index,
                        static_cast<std::uint16_t>(epoch_.streams), net::StreamKind::kRing};
   PeerId next = to.peer_id;
@@ -1007,7 +1052,7 @@ void PeerRuntime::ConnectOut(std::uint64_t epoch, std::uint16_t index, const net
 }
 
 void PeerRuntime::DialDataStream(const net::Member& to, const net::DataHello& hello,
-                                 std::shared_ptr<asio::ip::tcp::socket> socket,
+                                 std::shared_ptr<net::Stream> socket,
                                  std::function<void(const std::string& error)> done) {
   auto resolver = std::make_shared<asio::ip::tcp::resolver>(io_);
   resolver->async_resolve(
@@ -1015,22 +1060,41 @@ void PeerRuntime::DialDataStream(const net::Member& to, const net::DataHello& he
       [this, socket, resolver, hello, done](const asio::error_code& ec,
                                             asio::ip::tcp::resolver::results_type results) {
         if (ec) return done("cannot resolve: " + ec.message());
-        asio::async_connect(*socket, results, [this, socket, hello, done](
+        asio::async_connect(socket->lowest_layer(), results, [this, socket, hello, done](
                                                   const asio::error_code& ec, const auto&) {
           if (ec) return done("cannot connect: " + ec.message());
-          net::TuneDataSocket(*socket);
-          if (options_.secret.empty()) return WriteFrames(socket, {hello}, done);
-          AuthenticateOut(socket, hello, done);
+          net::TuneDataSocket(socket->lowest_layer());
+          if (!tls_) {
+            if (options_.secret.empty()) return WriteFrames(socket, {hello}, done);
+            return AuthenticateOut(socket, hello, done);
+          }
+          // TLS first, within the DataHello deadline of the other side.
+          socket->UseTls(tls_);
+          auto timer = std::make_shared<asio::steady_timer>(io_);
+          timer->expires_after(std::chrono::milliseconds(kDataHelloTimeoutMs));
+          timer->async_wait([socket](const asio::error_code& ec) {
+            asio::error_code ignored;
+            if (!ec) socket->close(ignored);
+          });
+          socket->AsyncHandshake(net::Stream::Role::kClient, [this, socket, hello, done,
+                                                              timer](const asio::error_code& ec) {
+            timer->cancel();
+            if (ec) return done(net::TlsErrorText(ec));
+            if (options_.secret.empty()) return WriteFrames(socket, {hello}, done);
+            AuthenticateOut(socket, hello, done);
+          });
         });
       });
 }
 
 // The connecting side of the group-secret handshake on a data stream, then its DataHello.
-void PeerRuntime::AuthenticateOut(std::shared_ptr<asio::ip::tcp::socket> socket,
+void PeerRuntime::AuthenticateOut(std::shared_ptr<net::Stream> socket,
                                   const net::DataHello& hello,
                                   std::function<void(const std::string& error)> done) {
   net::Nonce client{};
   if (Status s = net::RandomNonce(&client); !s.ok()) return done(s.message());
+  auto binding = std::make_shared<net::ChannelBinding>();  // the proofs' tie to the TLS session
+  if (Status s = socket->GetChannelBinding(binding.get()); !s.ok()) return done(s.message());
   // The answer must come within the DataHello deadline of the other side.
   auto timer = std::make_shared<asio::steady_timer>(io_);
   timer->expires_after(std::chrono::milliseconds(kDataHelloTimeoutMs));
@@ -1038,28 +1102,29 @@ void PeerRuntime::AuthenticateOut(std::shared_ptr<asio::ip::tcp::socket> socket,
     asio::error_code ignored;
     if (!ec) socket->close(ignored);
   });
-  WriteFrames(socket, {net::AuthHello{client}}, [this, socket, hello, done, client,
-                                                  timer](const std::string& error) {
+  WriteFrames(socket, {net::AuthHello{client}}, [this, socket, hello, done, client, timer,
+                                                  binding](const std::string& error) {
     if (!error.empty()) return done(error);
-    ReadHandshakeFrame(socket, [this, socket, hello, done, client, timer](const Status& s,
-                                                                         net::Message&& m) {
+    ReadHandshakeFrame(socket, [this, socket, hello, done, client, timer,
+                                binding](const Status& s, net::Message&& m) {
       timer->cancel();
       if (!s.ok()) return done("during authentication: " + s.message());
       auto* challenge = std::get_if<net::AuthChallenge>(&m);
       if (challenge == nullptr) return done("expected AuthChallenge");
       if (!net::MacEqual(challenge->proof,
-                         net::ServerProof(options_.secret, client, challenge->nonce))) {
+                         net::ServerProof(options_.secret, client, challenge->nonce, *binding))) {
         return done("it does not hold the group secret");
       }
       WriteFrames(socket,
-                  {net::AuthProof{net::ClientProof(options_.secret, client, challenge->nonce)},
+                  {net::AuthProof{
+                       net::ClientProof(options_.secret, client, challenge->nonce, *binding)},
                    hello},
                   done);
     });
   });
 }
 
-void PeerRuntime::WriteFrames(std::shared_ptr<asio::ip::tcp::socket> socket,
+void PeerRuntime::WriteFrames(std::shared_ptr<net::Stream> socket,
                               const std::vector<net::Message>& messages,
                               std::function<void(const std::string& error)> done) {
   auto bytes = std::make_shared<std::vector<std::uint8_t>>();
@@ -1072,7 +1137,7 @@ void PeerRuntime::WriteFrames(std::shared_ptr<asio::ip::tcp::socket> socket,
 
 // Reads one frame of a data stream's handshake (AuthHello, AuthChallenge, AuthProof or DataHello:
 // 64 payload bytes at most).
-void PeerRuntime::ReadHandshakeFrame(std::shared_ptr<asio::ip::tcp::socket> socket,
+void PeerRuntime::ReadHandshakeFrame(std::shared_ptr<net::Stream> socket,
                                      std::function<void(const Status&, net::Message&&)> done) {
   struct Frame {
     std::uint8_t head[net::kHeaderBytes];

@@ -31,6 +31,8 @@
 #include "shoal/status.hpp"
 #include "shoal/net/framed_connection.h"
 #include "shoal/net/messages.h"
+#include "shoal/net/stream.h"
+#include "shoal/net/tls.h"
 #include "shoal/shoal.hpp"
 
 namespace shoal::comm {
@@ -98,8 +100,8 @@ class PeerRuntime {
   struct Setup {
     Setup() {}  // user-provided: clang 14 cannot emplace a nested aggregate with initializers
     std::uint64_t epoch = 0;
-    std::vector<std::optional<asio::ip::tcp::socket>> out;
-    std::vector<std::optional<asio::ip::tcp::socket>> in;
+    std::vector<std::optional<net::Stream>> out;
+    std::vector<std::optional<net::Stream>> in;
     std::size_t out_ready = 0;
     std::size_t in_ready = 0;
     bool reported = false;
@@ -107,7 +109,7 @@ class PeerRuntime {
   };
   // A point-to-point link of the committed epoch: K streams in one direction (transfers).
   struct Link {
-    std::vector<std::shared_ptr<asio::ip::tcp::socket>> streams;
+    std::vector<std::shared_ptr<net::Stream>> streams;
     std::size_t ready = 0;
     bool complete() const { return !streams.empty() && ready == streams.size(); }
   };
@@ -153,6 +155,8 @@ class PeerRuntime {
   void TryReconnect();
   net::Rejoin MakeRejoin() const;
   void SendHello();
+  // The control connection's stream over a connected `socket`: TLS when the group uses it.
+  net::Stream ControlStream(asio::ip::tcp::socket socket) const;
   // The coordinator refused this peer (Reject, or it failed to prove the group secret).
   void Refused(const Status& s);
   void Handle(const net::Welcome& m);
@@ -174,21 +178,26 @@ class PeerRuntime {
   void Unexpected(const net::Message& m);
 
   void AcceptNext();
-  void ReadDataHello(std::shared_ptr<asio::ip::tcp::socket> socket);
-  void OnDataHello(const net::DataHello& hello, asio::ip::tcp::socket socket);
-  void PlaceIncoming(asio::ip::tcp::socket socket, std::uint16_t index);
+  void ReadDataHello(std::shared_ptr<net::Stream> socket);
+  void AuthenticateIn(std::shared_ptr<net::Stream> socket,
+                      std::shared_ptr<asio::steady_timer> timer,
+                      std::function<void(const std::string&)> refuse);
+  void OnDataHello(const net::DataHello& hello, net::Stream socket);
+  void PlaceIncoming(net::Stream socket, std::uint16_t index);
   void ConnectOut(std::uint64_t epoch, std::uint16_t index, const net::Member& to);
-  // Resolves, connects `socket` to `to` and writes `hello`; `done("")` on success, else with why.
+  // Resolves, connects `socket` to `to`, runs the TLS handshake (when the group uses TLS) and the
+  // group-secret handshake (when it has a secret) and writes `hello`; `done("")` on success, else
+  // with why.
   void DialDataStream(const net::Member& to, const net::DataHello& hello,
-                      std::shared_ptr<asio::ip::tcp::socket> socket,
+                      std::shared_ptr<net::Stream> socket,
                       std::function<void(const std::string& error)> done);
   // Group-secret handshake of a data stream this peer opens, then `hello` (net/auth.h).
-  void AuthenticateOut(std::shared_ptr<asio::ip::tcp::socket> socket, const net::DataHello& hello,
+  void AuthenticateOut(std::shared_ptr<net::Stream> socket, const net::DataHello& hello,
                        std::function<void(const std::string& error)> done);
-  void WriteFrames(std::shared_ptr<asio::ip::tcp::socket> socket,
+  void WriteFrames(std::shared_ptr<net::Stream> socket,
                    const std::vector<net::Message>& messages,
                    std::function<void(const std::string& error)> done);
-  void ReadHandshakeFrame(std::shared_ptr<asio::ip::tcp::socket> socket,
+  void ReadHandshakeFrame(std::shared_ptr<net::Stream> socket,
                           std::function<void(const Status&, net::Message&&)> done);
   void CheckSetupDone();
   void FailSetup(PeerId suspect, shoal_status code, const std::string& why);
@@ -206,7 +215,7 @@ class PeerRuntime {
   void OnTransferDone(std::uint64_t epoch, std::shared_ptr<OpRequest> op);
   void OpenTransferLink(PeerId to);
   void HandLinks();
-  void OnTransferStream(const net::DataHello& hello, asio::ip::tcp::socket socket);
+  void OnTransferStream(const net::DataHello& hello, net::Stream socket);
   // Stops the ring engine and the transfer in flight: no user buffer is touched after this.
   void StopDataPlane(const Status& why);
   void OnOpDeadline(std::shared_ptr<OpRequest> op);
@@ -218,6 +227,7 @@ class PeerRuntime {
   Status RoomForOp(std::uint64_t tag) const;
 
   const Options options_;
+  std::shared_ptr<net::TlsContext> tls_;  // set when options_.tls; shared by all connections
   PeerId peer_id_ = 0;
   asio::io_context io_;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
@@ -259,7 +269,7 @@ class PeerRuntime {
   // user called UpdateTopology (a joiner, the first peer) returns from that call at once.
   std::uint64_t epoch_seen_by_user_ = 0;
   std::optional<Setup> setup_;
-  std::map<std::uint64_t, std::vector<std::pair<std::uint16_t, asio::ip::tcp::socket>>> held_;
+  std::map<std::uint64_t, std::vector<std::pair<std::uint16_t, net::Stream>>> held_;
   std::vector<std::shared_ptr<Completion>> update_waiters_;
   std::shared_ptr<Completion> welcome_;
 

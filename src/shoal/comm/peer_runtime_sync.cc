@@ -179,7 +179,7 @@ void PeerRuntime::OpenTransferLink(PeerId to) {
   std::uint64_t epoch = epoch_.number;
   auto k_count = static_cast<std::uint16_t>(epoch_.streams);
   for (std::uint16_t k = 0; k < k_count; k++) {
-    auto socket = std::make_shared<asio::ip::tcp::socket>(io_);
+    auto socket = std::make_shared<net::Stream>(io_);
     link.streams.push_back(socket);
     net::DataHello hello{epoch, peer_id_, to, k, k_count, net::StreamKind::kTransfer};
     DialDataStream(*member, hello, socket, [this, epoch, to](const std::string& error) {
@@ -199,7 +199,7 @@ void PeerRuntime::OpenTransferLink(PeerId to) {
   }
 }
 
-void PeerRuntime::OnTransferStream(const net::DataHello& hello, asio::ip::tcp::socket socket) {
+void PeerRuntime::OnTransferStream(const net::DataHello& hello, net::Stream socket) {
   asio::error_code ignored;
   bool from_member = false;
   for (const net::Member& m : epoch_.members) from_member |= m.peer_id == hello.from;
@@ -219,7 +219,7 @@ void PeerRuntime::OnTransferStream(const net::DataHello& hello, asio::ip::tcp::s
     socket.close(ignored);
     return;
   }
-  link.streams[hello.stream_index] = std::make_shared<asio::ip::tcp::socket>(std::move(socket));
+  link.streams[hello.stream_index] = std::make_shared<net::Stream>(std::move(socket));
   link.ready++;
   HandLinks();
 }

@@ -25,6 +25,8 @@
 #include "shoal/common/clock.h"
 #include "shoal/net/auth.h"
 #include "shoal/net/codec.h"
+#include "shoal/net/stream.h"
+#include "shoal/net/tls.h"
 
 namespace shoal::coord {
 namespace {
@@ -66,7 +68,7 @@ struct Connection {
         peer(std::move(peer_in)) {}
 
   const ConnId id;
-  tcp::socket socket;
+  net::Stream socket;  // plain until Classify() finds a TLS ClientHello
   asio::steady_timer close_timer;  // bounds the flush of a closing connection
   const std::string peer;          // "address:port", for logs
 
@@ -79,9 +81,14 @@ struct Connection {
   bool write_in_flight = false;
 
   bool closing = false;
+  // Refused for a TLS mismatch: after the Reject, bytes are read and dropped until the peer
+  // closes (or close_flush_timeout_ms), so that the close does not reset the connection before
+  // the peer has read why (a close with unread bytes sends RST).
+  bool draining = false;
   bool finished = false;
 
   // Authentication, when the server has a secret: the Coordinator sees messages once `authed`.
+  net::ChannelBinding binding;  // of the TLS session (empty when plain): the proofs cover it
   bool authed = false;
   bool challenged = false;  // AuthChallenge sent; AuthProof expected next
   net::Nonce client_nonce{};
@@ -187,6 +194,11 @@ struct Server::Impl {
                                         ec.message());
       }
     }
+    // A plain coordinator keeps a TLS context too, only to refuse TLS peers in words they can read.
+    if (Status s = net::TlsContext::Create(&tls_context); !s.ok()) {
+      if (config.tls) return s;
+      spdlog::warn("no TLS context ({}): TLS peers will be dropped without a reason", s.message());
+    }
     coordinator = std::make_unique<Coordinator>(config.coordinator);
     started = true;
     return Status::Ok();
@@ -223,7 +235,7 @@ struct Server::Impl {
       Connection& c = *entry.second;
       c.finished = true;
       c.close_timer.cancel();
-      c.socket.shutdown(tcp::socket::shutdown_both, ec);
+      c.socket.shutdown(ec);
       c.socket.close(ec);
     }
     connections.clear();
@@ -281,7 +293,81 @@ struct Server::Impl {
     connections.emplace(c->id, c);
     spdlog::debug("connection {} from {} ({} open)", c->id, c->peer, connections.size());
     coordinator->OnConnect(c->id, now_ms);
-    ReadHeader(c);
+    Classify(c);
+  }
+
+  // Plain or TLS, told by the first byte (a TLS ClientHello starts with a handshake record, a
+  // shoal frame with its magic). A mismatch with config.tls is answered with Reject in the peer's
+  // own framing, so that it fails with a clear message rather than a broken handshake: over TLS
+  // (with the ephemeral certificate) to a TLS peer of a plain coordinator, in the clear to a plain
+  // peer of a TLS coordinator. The Coordinator's Hello deadline bounds all of it: its Close ends
+  // the connection and any pending handshake.
+  void Classify(const std::shared_ptr<Connection>& c) {
+    net::AsyncDetectTls(c->socket.lowest_layer(), [this, c](const asio::error_code& ec, bool tls) {
+      if (stopping || c->finished || c->closing) return;
+      if (ec) {
+        Drop(c, ReadErrorText(ec));
+        return;
+      }
+      if (!tls) {
+        if (config.tls) {
+          RefuseMismatch(c, "this coordinator requires TLS (shoal-coord --tls); the peer does not "
+                            "use it: turn tls on in its options");
+          return;
+        }
+        ReadHeader(c);
+        return;
+      }
+      if (!tls_context) {
+        Drop(c, "a TLS connection, but this coordinator has no TLS context", spdlog::level::warn);
+        return;
+      }
+      c->socket.UseTls(tls_context);
+      c->socket.AsyncHandshake(net::Stream::Role::kServer, [this, c](const asio::error_code& ec) {
+        if (stopping || c->finished || c->closing) return;
+        if (ec) {
+          Drop(c, net::TlsErrorText(ec), spdlog::level::warn);
+          return;
+        }
+        if (!config.tls) {
+          RefuseMismatch(c, "this coordinator does not use TLS (no shoal-coord --tls); the peer "
+                            "does: turn tls off in its options, or restart the coordinator with "
+                            "--tls");
+          return;
+        }
+        if (Status s = c->socket.GetChannelBinding(&c->binding); !s.ok()) {
+          Drop(c, s.message(), spdlog::level::err);
+          return;
+        }
+        ReadHeader(c);
+      });
+    });
+  }
+
+  void RefuseMismatch(const std::shared_ptr<Connection>& c, const std::string& why) {
+    spdlog::warn("refusing connection {} from {}: {}", c->id, c->peer, why);
+    Send(c, net::Reject{SHOAL_ERR_PROTOCOL, why});
+    if (c->finished) return;
+    c->closing = true;
+    c->draining = true;
+    c->close_timer.expires_after(std::chrono::milliseconds(config.close_flush_timeout_ms));
+    c->close_timer.async_wait([this, c](const asio::error_code& ec) {
+      if (ec || stopping || c->finished) return;
+      Finish(c);
+      CarryOut();
+    });
+    Drain(c);
+  }
+
+  void Drain(const std::shared_ptr<Connection>& c) {
+    c->payload.resize(kReadChunkBytes);
+    c->socket.async_read_some(asio::buffer(c->payload),
+                              [this, c](const asio::error_code& ec, std::size_t) {
+                                if (stopping || c->finished) return;
+                                if (!ec) return Drain(c);
+                                Finish(c);  // the peer closed (or the connection failed)
+                                CarryOut();
+                              });
   }
 
   void Refuse(tcp::socket* socket, const std::string& peer, const std::string& why, TimeMs now_ms) {
@@ -437,14 +523,15 @@ struct Server::Impl {
       }
       c->client_nonce = hello->nonce;
       c->challenged = true;
-      Send(c, net::AuthChallenge{c->server_nonce,
-                                 net::ServerProof(config.secret, c->client_nonce, c->server_nonce)});
+      Send(c, net::AuthChallenge{c->server_nonce, net::ServerProof(config.secret, c->client_nonce,
+                                                                   c->server_nonce, c->binding)});
       return true;
     }
     const auto* proof = std::get_if<net::AuthProof>(&message);
     if (proof == nullptr ||
         !net::MacEqual(proof->proof,
-                       net::ClientProof(config.secret, c->client_nonce, c->server_nonce))) {
+                       net::ClientProof(config.secret, c->client_nonce, c->server_nonce,
+                                        c->binding))) {
       RefuseAuth(c, proof == nullptr ? "expected AuthProof" : "wrong group secret");
       return false;
     }
@@ -510,7 +597,7 @@ struct Server::Impl {
                         }
                         if (!c->queued.empty()) {
                           StartWrite(c);
-                        } else if (c->closing) {
+                        } else if (c->closing && !c->draining) {
                           Finish(c);
                           CarryOut();
                         }
@@ -541,7 +628,7 @@ struct Server::Impl {
     asio::error_code ec;
     c->close_timer.cancel();
     // shutdown first: the FIN then follows the bytes already written.
-    c->socket.shutdown(tcp::socket::shutdown_both, ec);
+    c->socket.shutdown(ec);
     c->socket.close(ec);
     connections.erase(c->id);
     lost.push_back(c->id);
@@ -619,6 +706,7 @@ struct Server::Impl {
   asio::steady_timer accept_retry_timer;
   asio::signal_set signals;
   std::unique_ptr<Coordinator> coordinator;  // made by Start(), after the config is validated
+  std::shared_ptr<net::TlsContext> tls_context;  // made by Start(); shared by TLS connections
 
   std::unordered_map<ConnId, std::shared_ptr<Connection>> connections;  // open or closing
   std::map<asio::ip::address, AttemptBucket> buckets;

@@ -19,6 +19,8 @@
 //   - With a group secret, a connection must pass the HMAC challenge-response (net/auth.h) before
 //     the Coordinator sees any of its messages; a peer without the secret, or with another one,
 //     gets Reject{SHOAL_ERR_AUTH} and the close, and the attempt is logged with its address.
+//   - With tls, each connection runs the TLS 1.3 handshake first (bounded by the Coordinator's
+//     Hello deadline) and the secret's proofs are bound to the TLS session (net/auth.h).
 //
 // Thread safety: Start() and Run() are called from one thread (the one that owns the Server).
 // Stop() may be called from any thread, before or during Run(). Stop() is not async-signal-safe:
@@ -52,6 +54,9 @@ struct ServerConfig {
   std::uint32_t close_flush_timeout_ms = 2000;  // how long a Close waits for queued writes
   // The group secret (any bytes; empty: no authentication). Every peer must hold the same one.
   std::string secret;
+  // TLS 1.3 on every connection (docs/protocol.md, "TLS"). Peers must match: a TLS peer of a
+  // plain coordinator, or the reverse, gets Reject{SHOAL_ERR_PROTOCOL} saying which side differs.
+  bool tls = false;
 
   // Signals that stop Run() (e.g. SIGINT, SIGTERM). Empty: the server installs no handlers.
   std::vector<int> stop_signals;

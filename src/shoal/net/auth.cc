@@ -14,11 +14,13 @@
 namespace shoal::net {
 namespace {
 
-Mac Hmac(const std::string& secret, const char* label, const Nonce& a, const Nonce& b) {
+Mac Hmac(const std::string& secret, const char* label, const Nonce& a, const Nonce& b,
+         const ChannelBinding& binding) {
   std::vector<std::uint8_t> msg(std::strlen(label));
   std::memcpy(msg.data(), label, msg.size());
   msg.insert(msg.end(), a.begin(), a.end());
   msg.insert(msg.end(), b.begin(), b.end());
+  msg.insert(msg.end(), binding.begin(), binding.end());
   Mac out{};
   unsigned int len = 0;
   const unsigned char* r =
@@ -39,12 +41,14 @@ Status RandomNonce(Nonce* out) {
   return Status::Ok();
 }
 
-Mac ServerProof(const std::string& secret, const Nonce& client, const Nonce& server) {
-  return Hmac(secret, "shoal/1 server", client, server);
+Mac ServerProof(const std::string& secret, const Nonce& client, const Nonce& server,
+                const ChannelBinding& binding) {
+  return Hmac(secret, "shoal/1 server", client, server, binding);
 }
 
-Mac ClientProof(const std::string& secret, const Nonce& client, const Nonce& server) {
-  return Hmac(secret, "shoal/1 client", server, client);
+Mac ClientProof(const std::string& secret, const Nonce& client, const Nonce& server,
+                const ChannelBinding& binding) {
+  return Hmac(secret, "shoal/1 client", server, client, binding);
 }
 
 bool MacEqual(const Mac& a, const Mac& b) { return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0; }

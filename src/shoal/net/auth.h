@@ -12,6 +12,12 @@
 // cannot be reflected back as the other's. The secret never crosses the wire. This authenticates;
 // it does not encrypt (that is TLS's job).
 //
+// Over TLS (net/tls.h) the exchange runs inside the TLS channel and both proofs also cover the
+// session's channel binding (its exporter value): a man in the middle who terminates one TLS
+// session towards each side sees two different bindings, so a proof relayed from one session does
+// not verify on the other. Over a plain connection the binding is empty and the proofs are those
+// of protocol version 1 without TLS.
+//
 // Stateless functions; thread-safe. OpenSSL (libssl-dev) provides HMAC-SHA256, the random nonces
 // and the constant-time comparison.
 #pragma once
@@ -19,6 +25,8 @@
 #include <array>
 #include <cstdint>
 #include <string>
+
+#include <vector>
 
 #include "shoal/status.hpp"
 
@@ -28,14 +36,21 @@ inline constexpr std::size_t kNonceBytes = 32;
 inline constexpr std::size_t kMacBytes = 32;  // HMAC-SHA256
 using Nonce = std::array<std::uint8_t, kNonceBytes>;
 using Mac = std::array<std::uint8_t, kMacBytes>;
+// Bytes of the TLS exporter value mixed into the proofs (net/tls.h).
+inline constexpr std::size_t kChannelBindingBytes = 32;
+// Empty for a plain connection; kChannelBindingBytes from the TLS exporter otherwise.
+using ChannelBinding = std::vector<std::uint8_t>;
 
 // A fresh nonce from OpenSSL's CSPRNG; IO error if it cannot produce one.
 Status RandomNonce(Nonce* out);
 
-// The accepting side's proof: HMAC-SHA256(secret, "shoal/1 server" || client || server).
-Mac ServerProof(const std::string& secret, const Nonce& client, const Nonce& server);
-// The connecting side's proof: HMAC-SHA256(secret, "shoal/1 client" || server || client).
-Mac ClientProof(const std::string& secret, const Nonce& client, const Nonce& server);
+// The accepting side's proof: HMAC-SHA256(secret, "shoal/1 server" || client || server || binding).
+Mac ServerProof(const std::string& secret, const Nonce& client, const Nonce& server,
+                const ChannelBinding& binding = {});
+// The connecting side's proof:
+// HMAC-SHA256(secret, "shoal/1 client" || server || client || binding).
+Mac ClientProof(const std::string& secret, const Nonce& client, const Nonce& server,
+                const ChannelBinding& binding = {});
 
 // Compares in time independent of where the MACs differ.
 bool MacEqual(const Mac& a, const Mac& b);

@@ -53,19 +53,39 @@ std::string RemoteName(const asio::ip::tcp::socket& socket) {
   return ep.address().to_string(ec) + ":" + std::to_string(ep.port());
 }
 
-FramedConnection::FramedConnection(asio::ip::tcp::socket socket, std::uint32_t payload_bytes_max,
+FramedConnection::FramedConnection(Stream stream, std::uint32_t payload_bytes_max,
                                    std::size_t write_queue_bytes_max)
-    : socket_(std::move(socket)),
+    : socket_(std::move(stream)),
       payload_bytes_max_(payload_bytes_max),
       write_queue_bytes_max_(write_queue_bytes_max) {
-  TuneSocket(socket_);
-  remote_ = RemoteName(socket_);
+  TuneSocket(socket_.lowest_layer());
+  remote_ = RemoteName(socket_.lowest_layer());
 }
 
 void FramedConnection::Start(MessageHandler on_message, CloseHandler on_close) {
   on_message_ = std::move(on_message);
   on_close_ = std::move(on_close);
-  ReadHeader();
+  if (!socket_.tls()) return ReadHeader();
+  Handshake();
+}
+
+void FramedConnection::Handshake() {
+  writing_ = true;  // Send() queues until the handshake is done
+  auto self = shared_from_this();
+  socket_.AsyncHandshake(Stream::Role::kClient, [this, self](const asio::error_code& ec) {
+    if (closed_) return;
+    if (ec) {
+      Fail(Status(SHOAL_ERR_PROTOCOL, "TLS with " + remote_ + ": " + TlsErrorText(ec)));
+      return;
+    }
+    if (Status s = socket_.GetChannelBinding(&channel_binding_); !s.ok()) {
+      Fail(s);
+      return;
+    }
+    writing_ = false;
+    WriteNext();
+    ReadHeader();
+  });
 }
 
 void FramedConnection::ReadHeader() {
@@ -160,7 +180,7 @@ void FramedConnection::Close() {
   if (closed_) return;
   closed_ = true;
   asio::error_code ec;
-  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  socket_.shutdown(ec);
   socket_.close(ec);
   write_queue_.clear();
   on_close_ = nullptr;

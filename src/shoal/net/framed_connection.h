@@ -1,6 +1,7 @@
-// FramedConnection: a TCP connection that carries shoal control frames (codec.h) in both
-// directions over Asio: it reads frames and hands each decoded Message to a callback, and queues
-// messages for writing in order.
+// FramedConnection: a TCP connection (plain or TLS, net/stream.h) that carries shoal control
+// frames (codec.h) in both directions over Asio: it reads frames and hands each decoded Message to
+// a callback, and queues messages for writing in order. It is the connecting side's connection:
+// over TLS, Start() runs the client handshake first, and messages sent meanwhile wait for it.
 //
 // Thread safety: all methods and callbacks run on the connection's io_context thread (the
 // owner posts to it). Lifetime: shared_ptr; pending operations hold a reference, so the object
@@ -17,6 +18,7 @@
 #include "shoal/status.hpp"
 #include "shoal/net/codec.h"
 #include "shoal/net/messages.h"
+#include "shoal/net/stream.h"
 
 namespace shoal::net {
 
@@ -26,8 +28,8 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   // Called once, when the connection ends for any reason other than Close().
   using CloseHandler = std::function<void(const Status&)>;
 
-  // REQUIRES: `socket` is connected.
-  FramedConnection(asio::ip::tcp::socket socket, std::uint32_t payload_bytes_max,
+  // REQUIRES: `stream` is connected; if it is TLS, its handshake has not run yet.
+  FramedConnection(Stream stream, std::uint32_t payload_bytes_max,
                    std::size_t write_queue_bytes_max);
 
   void Start(MessageHandler on_message, CloseHandler on_close);
@@ -38,14 +40,18 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   void Close();
   bool closed() const { return closed_; }
   std::string remote() const { return remote_; }
+  // Empty for a plain connection; the TLS exporter value once the handshake is done.
+  const ChannelBinding& channel_binding() const { return channel_binding_; }
 
  private:
+  void Handshake();
   void ReadHeader();
   void ReadPayload(FrameHeader header);
   void WriteNext();
   void Fail(Status status);
 
-  asio::ip::tcp::socket socket_;
+  Stream socket_;
+  ChannelBinding channel_binding_;
   std::uint32_t payload_bytes_max_;
   std::size_t write_queue_bytes_max_;
   MessageHandler on_message_;
