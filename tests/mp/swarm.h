@@ -14,6 +14,7 @@
 #pragma once
 
 #include <algorithm>
+#include <fstream>
 #include <gtest/gtest.h>
 
 #include <map>
@@ -243,5 +244,22 @@ class Swarm {
   std::uint16_t port_ = 0;
   std::vector<std::unique_ptr<ChildProcess>> peers_;
 };
+
+// A group-secret file in the test's temporary directory (a trailing newline, which shoal-coord
+// strips), for shoal-coord --secret-file.
+inline std::string WriteSecretFile(const TempDir& dir, const std::string& secret) {
+  std::string path = dir.path() + "/secret";
+  std::ofstream(path) << secret << "\n";
+  return path;
+}
+
+// The ERROR line peer i prints when its Create fails (empty if it exits without one).
+inline Line CreateError(Swarm& swarm, int i, TimeMs exit_ms) {
+  EXPECT_NE(swarm.WaitExit(i, exit_ms), -1) << "peer " << i << " did not exit";
+  for (const Line& l : swarm.Lines(i)) {
+    if (l.word == "ERROR") return l;
+  }
+  return Line{};
+}
 
 }  // namespace shoal::mp

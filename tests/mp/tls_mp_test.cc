@@ -18,20 +18,8 @@ namespace {
 constexpr TimeMs kExitMs = 120000;  // sanitizer builds are slow; a hang still ends here
 constexpr const char* kSecret = "correct horse battery staple";
 
-std::string WriteSecretFile(const TempDir& dir, const std::string& secret) {
-  std::string path = dir.path() + "/secret";
-  std::ofstream(path) << secret << "\n";
-  return path;
-}
-
 // The ERROR line a peer prints when Create fails.
-Line CreateError(Swarm& swarm, int i) {
-  EXPECT_NE(swarm.WaitExit(i, kExitMs), -1) << "peer " << i << " did not exit";
-  for (const Line& l : swarm.Lines(i)) {
-    if (l.word == "ERROR") return l;
-  }
-  return Line{};
-}
+Line CreateError(Swarm& swarm, int i) { return mp::CreateError(swarm, i, kExitMs); }
 
 void ExpectAllExit0(Swarm& swarm, const std::vector<int>& peers) {
   for (int i : peers) {
