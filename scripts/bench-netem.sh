@@ -10,9 +10,10 @@
 #   scripts/bench-netem.sh [--build DIR] [--rates "200mbit 1gbit"] [--delay 50ms] [--n 4]
 #       [--sizes 256M] [--streams "1 DEFAULT"] [--peers "gloo mpi"]
 #       [--gloo-algos "new_ring ring_chunked"] [--sysctl "KEY=VALUE ..."] [--iters 2] [--warmup 1]
-#       [--batch 0] [--wait-idle 10] [--out FILE] [-- more shoal-bench flags]
+#       [--batch 0] [--wait-idle 10] [--offload] [--out FILE] [-- more shoal-bench flags]
 #
-# --streams: DEFAULT stands for the coordinator's default K (read from `shoal-coord --help`).
+# --offload: TUN offloads in the emulator (shoal-netem up --offload, docs/netem.md), which it needs
+# to forward 4 hosts x 1 Gbit/s on a 2-core machine. --streams: DEFAULT stands for the coordinator's default K (read from `shoal-coord --help`).
 # --sysctl sets per-namespace sysctls in every host for every library alike (shoal-bench
 # --netem-sysctl), e.g. "net.ipv4.tcp_wmem=4096,16384,33554432" (commas for the spaces of a
 # vector value). Result lines go to stdout and to --out (default: bench-netem-<date>.lines).
@@ -35,6 +36,7 @@ warmup=1
 batch=0
 wait_idle=10
 out=""
+offload=()
 extra=()
 while (($#)); do
   case $1 in
@@ -52,8 +54,9 @@ while (($#)); do
     --batch) batch=$2; shift 2 ;;
     --wait-idle) wait_idle=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
+    --offload) offload=(--netem-offload); shift ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 64 ;;
   esac
 done
@@ -87,6 +90,7 @@ for rate in $rates; do
         --op-timeout-ms 600000 --wait-idle "$wait_idle" --out "$out")
   [[ -n $peers ]] && args+=(--peers "$peers" --gloo-algos "$gloo_algos")
   [[ -n $sysctl ]] && args+=(--netem-sysctl "$sysctl")
+  ((${#offload[@]})) && args+=("${offload[@]}")
   log "$(date -u +%FT%TZ) rate $rate, load $(cut -d' ' -f1-3 /proc/loadavg): $bench ${args[*]} ${extra[*]}"
   "$bench" "${args[@]}" "${extra[@]}" || rc=$?
   log "$(date -u +%FT%TZ) rate $rate done (exit $rc), load $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -110,6 +110,7 @@ struct NetemConfig {
   netem::Topology topology;          // its hosts = the largest world size
   std::vector<std::string> sysctls;  // "key=value", set in every host before the first run
   bool realtime = true;              // the forwarder's SCHED_FIFO (shoal-netem up --no-realtime)
+  bool offload = false;              // TUN offloads (shoal-netem up --offload)
   std::string peers_build_dir;       // the peers' binaries (run.sh --build-only --build-dir DIR)
 };
 

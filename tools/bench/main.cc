@@ -72,6 +72,7 @@ struct Flags {
   std::string netem_name;
   std::string netem_bin;
   bool netem_no_realtime = false;
+  bool netem_offload = false;
   std::string peers_build_dir;
   // join mode
   std::string coordinator;
@@ -240,6 +241,7 @@ bool ValidateNetem(const Flags& f, int hosts, NetemConfig* c) {
     item.clear();
   }
   c->realtime = !f.netem_no_realtime;
+  c->offload = f.netem_offload;
   if (!f.peers_build_dir.empty()) {
     c->peers_build_dir = f.peers_build_dir;
   } else if (const char* dir = std::getenv("PEERS_BUILD_DIR"); dir != nullptr && *dir != '\0') {
@@ -298,7 +300,8 @@ int RunLocalMode(const Flags& f, CLI::App& app) {
       app.count("--netem") + app.count("--netem-delay") + app.count("--netem-rate") > 0;
   if (!netem) {
     for (const char* netem_only : {"--netem-sysctl", "--netem-name", "--netem-bin",
-                                   "--netem-no-realtime", "--peers-build-dir", "--mpi-args"}) {
+                                   "--netem-no-realtime", "--netem-offload", "--peers-build-dir",
+                                   "--mpi-args"}) {
       if (app.count(netem_only) > 0) {
         return UsageExit(std::string(netem_only) +
                          " is for --netem (--netem, --netem-delay or --netem-rate)");
@@ -352,7 +355,7 @@ int RunJoinMode(const Flags& f, CLI::App& app) {
        {"--n", "--coord-bin", "--peers", "--peers-dir", "--gloo-algos", "--mpi-algos",
         "--peers-order", "--peers-only", "--wait-idle", "--keep-logs", "--netem", "--netem-delay",
         "--netem-rate", "--netem-sysctl", "--netem-name", "--netem-bin", "--netem-no-realtime",
-        "--peers-build-dir", "--mpi-args"}) {
+        "--netem-offload", "--peers-build-dir", "--mpi-args"}) {
     if (app.count(local_only) > 0) {
       return UsageExit(std::string(local_only) + " is for local mode");
     }
@@ -471,6 +474,10 @@ int Main(int argc, char** argv) {
       ->group("Emulated internet (--netem)");
   app.add_flag("--netem-no-realtime", f.netem_no_realtime,
                "forwarder without SCHED_FIFO (shoal-netem up --no-realtime)")
+      ->group("Emulated internet (--netem)");
+  app.add_flag("--netem-offload", f.netem_offload,
+               "TUN offloads in the emulator (shoal-netem up --offload), for rates that one "
+               "packet per system call cannot forward")
       ->group("Emulated internet (--netem)");
   app.add_option("--peers-build-dir", f.peers_build_dir,
                  "--netem: where run.sh --build-only puts the peers' binaries (default: as run.sh)")

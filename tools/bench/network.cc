@@ -187,10 +187,11 @@ class NetemNetwork final : public Network {
   bool emulated() const override { return true; }
 
   std::string Describe() const override {
-    return fmt::format("netem '{}' ({} hosts, 10.77.0.1-{}, forwarder pid {}): {}{}",
+    return fmt::format("netem '{}' ({} hosts, 10.77.0.1-{}, forwarder pid {}): {}{}{}",
                        emulator_->name(), emulator_->hosts(), emulator_->hosts(),
                        emulator_->forwarder_pid(), Label(emulator_->hosts()),
-                       config_.realtime ? "" : " (forwarder not real-time)");
+                       config_.realtime ? "" : " (forwarder not real-time)",
+                       config_.offload ? " (TUN offloads)" : "");
   }
 
  private:
@@ -263,6 +264,7 @@ std::unique_ptr<Network> StartNetemNetwork(const NetemConfig& config, Supervisor
   options.topology = config.topology;
   options.netem_bin = config.netem_bin;
   options.realtime = config.realtime;
+  options.offload = config.offload;
   std::unique_ptr<netem::Emulator> emulator;
   if (!netem::Emulator::Start(options, &emulator, error)) return nullptr;
   const netem::Emulator& emu = *emulator;

@@ -220,6 +220,7 @@ bool Emulator::Start(const Options& options, std::unique_ptr<Emulator>* emulator
       options.name, "--ready-fd",   "3",
       "--quiet",    "--txqueuelen", std::to_string(options.txqueuelen)};
   if (!options.realtime) args.push_back("--no-realtime");
+  if (options.offload) args.push_back("--offload");
   if (options.spin_us > 0) {
     args.push_back("--spin-us");
     args.push_back(std::to_string(options.spin_us));

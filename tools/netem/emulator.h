@@ -72,6 +72,7 @@ class Emulator {
     int txqueuelen = 1000;
     bool realtime = true;  // see UpOptions::realtime
     int spin_us = 0;       // see kSpinMaxUs
+    bool offload = false;  // see UpOptions::offload
     std::chrono::milliseconds start_timeout = kStartTimeoutDefault;
   };
 

@@ -73,12 +73,16 @@ double Lateness::QuantileUs(double q) const {
 }
 
 Forwarder::Forwarder(const Topology& topology, std::vector<int> tun_fds, int control_listen_fd,
-                     int signal_fd, int spin_us)
+                     int signal_fd, int spin_us, bool offload)
     : topology_(topology),
       shaper_(topology),
       control_listen_fd_(control_listen_fd),
       signal_fd_(signal_fd),
-      slot_bytes_(static_cast<std::uint32_t>(topology.mtu + 64)),
+      offload_(offload),
+      hdr_bytes_(offload ? kVnetHdrBytes : 0),
+      small_bytes_(hdr_bytes_ + static_cast<std::uint32_t>(topology.mtu) + 64),
+      big_bytes_(offload ? kVnetHdrBytes + kGsoPacketMax : small_bytes_),
+      scratch_(std::make_unique<std::uint8_t[]>(big_bytes_)),
       spin_ns_(static_cast<std::int64_t>(spin_us) * 1000) {
   hosts_.resize(tun_fds.size());
   for (std::size_t h = 0; h < tun_fds.size(); h++) hosts_[h].tun_fd = tun_fds[h];
@@ -190,23 +194,27 @@ bool Forwarder::Run(std::string* error) {
   return true;
 }
 
-bool Forwarder::AllocSlot(std::uint32_t* slot) {
-  if (in_flight_bytes_ + slot_bytes_ > kInFlightBytesMax) return false;
-  if (free_slots_.empty()) {
+bool Forwarder::AllocSlot(bool big, std::uint32_t* slot) {
+  const std::uint32_t bytes = big ? big_bytes_ : small_bytes_;
+  if (in_flight_bytes_ + bytes > kInFlightBytesMax) return false;
+  std::vector<std::uint32_t>& free = big ? free_big_ : free_small_;
+  if (free.empty()) {
     slots_.emplace_back();
-    slots_.back().data = std::make_unique<std::uint8_t[]>(slot_bytes_);
+    slots_.back().data = std::make_unique<std::uint8_t[]>(bytes);
+    slots_.back().big = big;
     *slot = static_cast<std::uint32_t>(slots_.size() - 1);
   } else {
-    *slot = free_slots_.back();
-    free_slots_.pop_back();
+    *slot = free.back();
+    free.pop_back();
   }
-  in_flight_bytes_ += slot_bytes_;
+  in_flight_bytes_ += bytes;
   return true;
 }
 
 void Forwarder::FreeSlot(std::uint32_t slot) {
-  free_slots_.push_back(slot);
-  in_flight_bytes_ -= slot_bytes_;
+  const bool big = slots_[slot].big;
+  (big ? free_big_ : free_small_).push_back(slot);
+  in_flight_bytes_ -= big ? big_bytes_ : small_bytes_;
 }
 
 void Forwarder::Schedule(std::int64_t at_ns, std::uint32_t slot) {
@@ -214,51 +222,126 @@ void Forwarder::Schedule(std::int64_t at_ns, std::uint32_t slot) {
   std::push_heap(heap_.begin(), heap_.end(), Later<Due>);
 }
 
+namespace {
+
+// IP bytes on the wire of a read: every segment carries the headers.
+std::uint64_t WireBytes(const OffloadedPacket& packet, std::uint32_t ip_bytes) {
+  return ip_bytes + std::uint64_t{packet.segments - 1} * packet.header_bytes;
+}
+
+}  // namespace
+
 void Forwarder::ReadTun(int host) {
   HostIo& io = hosts_[static_cast<std::size_t>(host)];
   for (int i = 0; i < kReadBatch; i++) {
+    // Offload mode reads into a big slot; a packet that fits a small one moves there, so that
+    // the many ACKs and short packets do not each hold 64 KiB of the delay line.
     std::uint32_t slot = 0;
-    std::uint8_t scratch[kMtuMax + 64];
-    const bool have_slot = AllocSlot(&slot);
-    std::uint8_t* buf = have_slot ? slots_[slot].data.get() : scratch;
-    const ssize_t n = ::read(io.tun_fd, buf, slot_bytes_);
+    const bool have_slot = AllocSlot(offload_, &slot);
+    std::uint8_t* buf = have_slot ? slots_[slot].data.get() : scratch_.get();
+    const ssize_t n = ::read(io.tun_fd, buf, big_bytes_);
     if (n <= 0) {
       if (have_slot) FreeSlot(slot);
       return;  // EAGAIN: drained (other errors: the device is gone; teardown is under way)
     }
     const std::int64_t now_ns = NowNs();
-    io.rx_packets++;
-    io.rx_bytes += static_cast<std::uint64_t>(n);
+    const std::uint32_t bytes = static_cast<std::uint32_t>(n);
+    OffloadedPacket packet;
+    // IPv4 only, at most the MTU unless a super-packet (a longer read was cut short), to another
+    // host.
+    bool valid = bytes >= hdr_bytes_ + 20 && (buf[hdr_bytes_] >> 4) == 4;
+    if (valid && offload_) valid = ParseOffloaded({buf, bytes}, &packet);
+    const std::uint32_t ip_bytes = valid ? bytes - hdr_bytes_ : 0;
+    valid = valid && (packet.gso || ip_bytes <= static_cast<std::uint32_t>(topology_.mtu));
+    io.rx_packets += packet.segments;
+    io.rx_bytes += valid ? WireBytes(packet, ip_bytes) : bytes - hdr_bytes_;
     if (!have_slot) {
       io.dropped_no_memory++;
       continue;
     }
-    // IPv4 only, at most the MTU (a longer read would have been cut short), to another host.
-    const std::uint32_t bytes = static_cast<std::uint32_t>(n);
     int dst = -1;
-    if (bytes < 20 || (buf[0] >> 4) != 4 || bytes > static_cast<std::uint32_t>(topology_.mtu)) {
+    if (!valid) {
       io.dropped_not_ipv4++;
     } else {
-      const std::uint32_t daddr = (std::uint32_t{buf[16]} << 24) | (std::uint32_t{buf[17]} << 16) |
-                                  (std::uint32_t{buf[18]} << 8) | buf[19];
+      const std::uint8_t* ip = buf + hdr_bytes_;
+      const std::uint32_t daddr = (std::uint32_t{ip[16]} << 24) | (std::uint32_t{ip[17]} << 16) |
+                                  (std::uint32_t{ip[18]} << 8) | ip[19];
       dst = HostOfAddress(daddr, topology_.hosts);
       if (dst < 0 || dst == host) {
         io.dropped_foreign++;
         dst = -1;
       }
     }
-    std::int64_t arrive_ns = 0;
-    if (dst < 0 || shaper_.Egress(now_ns, host, dst, bytes, &arrive_ns) != Verdict::kForward) {
+    if (dst < 0) {
       FreeSlot(slot);
       continue;
     }
+    if (offload_ && bytes <= small_bytes_) {
+      std::uint32_t small = 0;
+      if (!AllocSlot(false, &small)) {
+        io.dropped_no_memory++;
+        FreeSlot(slot);
+        continue;
+      }
+      std::memcpy(slots_[small].data.get(), slots_[slot].data.get(), bytes);
+      FreeSlot(slot);
+      slot = small;
+    }
+    // Steps 2-5 of the shaper for every segment, as if they had been read one after another.
+    const std::uint64_t reordered_before = shaper_.link_counters(host, dst).reordered;
+    seg_at_.assign(packet.segments, -1);
+    std::uint32_t forwarded = 0;
+    std::int64_t arrive_ns = 0;
+    for (std::uint32_t k = 0; k < packet.segments; k++) {
+      std::int64_t t2 = 0;
+      if (shaper_.Egress(now_ns, host, dst, SegmentIpBytes(packet, k, ip_bytes), &t2) ==
+          Verdict::kForward) {
+        seg_at_[k] = t2;
+        arrive_ns = std::max(arrive_ns, t2);
+        forwarded++;
+      }
+    }
     Slot& s = slots_[slot];
     s.bytes = bytes;
+    s.packet = packet;
     s.src = static_cast<std::uint16_t>(host);
     s.dst = static_cast<std::uint16_t>(dst);
     s.past_ingress = false;
-    Schedule(arrive_ns, slot);
+    if (forwarded == 0) {
+      FreeSlot(slot);
+    } else if (!packet.gso || (forwarded == packet.segments &&
+                               shaper_.link_counters(host, dst).reordered == reordered_before)) {
+      // One piece, due when its last segment arrives (as a receiver's GRO would hand it up).
+      Schedule(arrive_ns, slot);
+    } else {
+      Split(slot, false);
+    }
   }
+}
+
+void Forwarder::Split(std::uint32_t slot, bool past_ingress) {
+  split_packets_++;
+  const std::uint8_t* data = slots_[slot].data.get();  // stable: slots own their buffers
+  const std::uint32_t bytes = slots_[slot].bytes;
+  const OffloadedPacket packet = slots_[slot].packet;
+  const std::uint16_t src = slots_[slot].src;
+  const std::uint16_t dst = slots_[slot].dst;
+  for (std::uint32_t k = 0; k < packet.segments; k++) {
+    if (seg_at_[k] < 0) continue;
+    std::uint32_t seg = 0;
+    if (!AllocSlot(false, &seg)) {
+      hosts_[src].dropped_no_memory++;
+      continue;
+    }
+    Slot& s = slots_[seg];
+    s.bytes = WriteSegment({data, bytes}, packet, k, s.data.get());
+    s.packet = OffloadedPacket{};
+    s.src = src;
+    s.dst = dst;
+    s.past_ingress = past_ingress;
+    Schedule(seg_at_[k], seg);
+  }
+  FreeSlot(slot);
 }
 
 bool Forwarder::ProcessDue(std::int64_t now_ns) {
@@ -268,10 +351,27 @@ bool Forwarder::ProcessDue(std::int64_t now_ns) {
     const Due due = heap_.back();
     heap_.pop_back();
     Slot& s = slots_[due.slot];
+    const std::uint32_t ip_bytes = s.bytes - hdr_bytes_;
     if (!s.past_ingress) {
-      std::int64_t deliver_ns = 0;
-      if (shaper_.Ingress(due.at_ns, s.dst, s.bytes, &deliver_ns) != Verdict::kForward) {
+      // Step 6 for every segment; they reach the ingress together.
+      seg_at_.assign(s.packet.segments, -1);
+      std::uint32_t admitted = 0;
+      std::int64_t deliver_ns = due.at_ns;
+      for (std::uint32_t k = 0; k < s.packet.segments; k++) {
+        std::int64_t t3 = 0;
+        if (shaper_.Ingress(due.at_ns, s.dst, SegmentIpBytes(s.packet, k, ip_bytes), &t3) ==
+            Verdict::kForward) {
+          seg_at_[k] = t3;
+          deliver_ns = std::max(deliver_ns, t3);
+          admitted++;
+        }
+      }
+      if (admitted == 0) {
         FreeSlot(due.slot);
+        continue;
+      }
+      if (admitted < s.packet.segments) {
+        Split(due.slot, true);
         continue;
       }
       if (deliver_ns > due.at_ns) {  // behind a capped ingress: due again when serialized
@@ -284,8 +384,8 @@ bool Forwarder::ProcessDue(std::int64_t now_ns) {
     lateness_.Add(NowNs() - due.at_ns);  // the time of this write, not of the wake-up
     if (io.tun_fd >= 0 &&
         ::write(io.tun_fd, s.data.get(), s.bytes) == static_cast<ssize_t>(s.bytes)) {
-      io.tx_packets++;
-      io.tx_bytes += s.bytes;
+      io.tx_packets += s.packet.segments;
+      io.tx_bytes += WireBytes(s.packet, ip_bytes);
     } else {
       io.write_errors++;
     }
@@ -472,6 +572,8 @@ std::string Forwarder::StatsText() const {
   out += late;
   out += "delay_line packets " + u(heap_.size()) + " bytes_reserved " +
          std::to_string(in_flight_bytes_) + "\n";
+  out += std::string("forwarder offload ") + (offload_ ? "1" : "0") + " split_packets " +
+         u(split_packets_) + "\n";
   return out;
 }
 
@@ -483,6 +585,7 @@ void Forwarder::ResetStats() {
     io.tun_fd = fd;
   }
   lateness_ = Lateness{};
+  split_packets_ = 0;
 }
 
 }  // namespace shoal::netem

@@ -8,6 +8,12 @@
 // Only IPv4 packets addressed to another host of this emulator are forwarded; everything else
 // (IPv6, other addresses) is dropped and counted, so no traffic ever leaves the emulated hosts.
 //
+// Offload mode (TUN devices with IFF_VNET_HDR and TSO, gso.h): a read may be a TCP super-packet of
+// up to 64 KiB standing for several segments. Each segment passes the shaper as a packet of its
+// own; the read moves as one piece (one read, one write: the point of offloads) when every segment
+// is forwarded in order, and is cut into its segments when some are dropped or reordered, so that
+// the survivors alone arrive, each at its own time. Counters count segments, as packets on a wire.
+//
 // Control protocol (a unix stream socket; docs/netem.md): one request per line, the reply is zero
 // or more lines of text followed by a line "ok" or "error: <reason>". Requests:
 //   ping | stats | stats reset | topology | down
@@ -23,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "tools/netem/gso.h"
 #include "tools/netem/shaper.h"
 #include "tools/netem/topology.h"
 
@@ -56,8 +63,9 @@ class Forwarder {
   // Takes ownership of every fd: tun_fds[host] (non-blocking), the listening control socket
   // (non-blocking) and a signalfd for SIGINT, SIGTERM and SIGHUP.
   // spin_us: wake up this long before a packet is due and poll until then (see kSpinMaxUs).
+  // offload: the TUN devices were made with IFF_VNET_HDR (netns.h, TunConfig::offload).
   Forwarder(const Topology& topology, std::vector<int> tun_fds, int control_listen_fd,
-            int signal_fd, int spin_us);
+            int signal_fd, int spin_us, bool offload = false);
   ~Forwarder();
   Forwarder(const Forwarder&) = delete;
   Forwarder& operator=(const Forwarder&) = delete;
@@ -73,7 +81,9 @@ class Forwarder {
  private:
   struct Slot {
     std::unique_ptr<std::uint8_t[]> data;
-    std::uint32_t bytes = 0;
+    bool big = false;           // capacity big_bytes_ (offload mode) rather than small_bytes_
+    std::uint32_t bytes = 0;    // as read: the virtio_net_hdr (offload mode), then the IP packet
+    OffloadedPacket packet;     // its segments (one unless a GSO super-packet)
     std::uint16_t src = 0;
     std::uint16_t dst = 0;
     bool past_ingress = false;  // due time is t3 (write) rather than t2 (ingress)
@@ -85,9 +95,9 @@ class Forwarder {
   };
   struct HostIo {
     int tun_fd = -1;
-    std::uint64_t rx_packets = 0;  // read from the host's TUN (sent by the host)
-    std::uint64_t rx_bytes = 0;
-    std::uint64_t tx_packets = 0;  // written to its TUN (received by the host)
+    std::uint64_t rx_packets = 0;  // read from the host's TUN (sent by the host), in segments
+    std::uint64_t rx_bytes = 0;    // IP bytes of those segments
+    std::uint64_t tx_packets = 0;  // written to its TUN (received by the host), in segments
     std::uint64_t tx_bytes = 0;
     std::uint64_t dropped_not_ipv4 = 0;
     std::uint64_t dropped_foreign = 0;    // to an address that is no other host
@@ -105,8 +115,12 @@ class Forwarder {
   void Schedule(std::int64_t at_ns, std::uint32_t slot);
   // Writes or advances the due packets; false if there are more due than kWriteBatch allowed.
   bool ProcessDue(std::int64_t now_ns);
-  bool AllocSlot(std::uint32_t* slot);
+  bool AllocSlot(bool big, std::uint32_t* slot);
   void FreeSlot(std::uint32_t slot);
+  // Offload mode: `slot` holds a super-packet of which only the segments with seg_at_[i] >= 0
+  // survived; schedules each of them as a packet of its own at that time (past_ingress as given)
+  // and frees `slot`.
+  void Split(std::uint32_t slot, bool past_ingress);
 
   void AcceptControl();
   void ServeControl(std::size_t index, std::uint32_t events);
@@ -125,11 +139,18 @@ class Forwarder {
   int epoll_fd_ = -1;
   std::vector<Control> controls_;
   std::vector<Slot> slots_;
-  std::vector<std::uint32_t> free_slots_;
+  std::vector<std::uint32_t> free_small_;
+  std::vector<std::uint32_t> free_big_;
   std::vector<Due> heap_;
   std::uint64_t seq_ = 0;
   std::int64_t in_flight_bytes_ = 0;
-  std::uint32_t slot_bytes_;
+  bool offload_;
+  std::uint32_t hdr_bytes_;    // kVnetHdrBytes in offload mode, else 0
+  std::uint32_t small_bytes_;  // a slot for one packet of the MTU
+  std::uint32_t big_bytes_;    // offload mode: a slot for a super-packet
+  std::unique_ptr<std::uint8_t[]> scratch_;  // reads that find no free memory go here
+  std::vector<std::int64_t> seg_at_;         // per segment of the packet at hand: time, or -1
+  std::uint64_t split_packets_ = 0;
   std::int64_t spin_ns_;
   std::int64_t spin_for_ns_ = 0;  // due time of the packet we woke early for, polling until then
   Lateness lateness_;

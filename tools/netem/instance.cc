@@ -162,7 +162,7 @@ int RunEmulator(const UpOptions& options) {
       return fail("host " + std::to_string(h) + ": " + error);
     }
     const int fd = CreateTun(NamespacePath(options.name, h),
-                             TunConfig{h, topology.mtu, options.txqueuelen}, &error);
+                             TunConfig{h, topology.mtu, options.txqueuelen, options.offload}, &error);
     if (fd < 0) {
       ::close(signal_fd);
       return fail("host " + std::to_string(h) + ": " + error);
@@ -175,7 +175,7 @@ int RunEmulator(const UpOptions& options) {
     return fail(error);
   }
   setup.forwarder_ = std::make_unique<Forwarder>(topology, std::move(setup.tun_fds_), listen_fd,
-                                                 signal_fd, options.spin_us);
+                                                 signal_fd, options.spin_us, options.offload);
   setup.tun_fds_.clear();
   if (!WriteFile(TopologyPath(options.name), TopologyText(topology), &error) ||
       !WriteFile(PidPath(options.name), std::to_string(::getpid()) + "\n", &error)) {

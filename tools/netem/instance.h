@@ -40,6 +40,9 @@ struct UpOptions {
   // packets flow.
   bool realtime = true;
   int spin_us = 0;  // see kSpinMaxUs
+  // TUN offloads (--offload, docs/netem.md): TCP hands the forwarder 64 KiB super-packets, which
+  // it shapes per segment but moves in one piece, for rates one packet per system call cannot reach.
+  bool offload = false;
 };
 
 // What `up` prints once ready: the hosts, their addresses, namespaces and caps.

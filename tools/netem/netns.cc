@@ -26,6 +26,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "tools/netem/gso.h"
 #include "tools/netem/topology.h"
 
 namespace shoal::netem {
@@ -330,10 +331,21 @@ int CreateTun(const std::string& ns_path, const TunConfig& config, std::string* 
   }
   ifreq ifr{};
   std::snprintf(ifr.ifr_name, IFNAMSIZ, "%s", kTunName);
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (config.offload ? IFF_VNET_HDR : 0);
   if (::ioctl(tun.get(), TUNSETIFF, &ifr) != 0) {
     *error = Errno("TUNSETIFF");
     return -1;
+  }
+  if (config.offload) {
+    int hdr_bytes = static_cast<int>(kVnetHdrBytes);
+    if (::ioctl(tun.get(), TUNSETVNETHDRSZ, &hdr_bytes) != 0) {
+      *error = Errno("TUNSETVNETHDRSZ");
+      return -1;
+    }
+    if (::ioctl(tun.get(), TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4) != 0) {
+      *error = Errno("TUNSETOFFLOAD");
+      return -1;
+    }
   }
   Fd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   if (sock.get() < 0) {

@@ -75,9 +75,12 @@ struct TunConfig {
   int host = 0;
   int mtu = 1500;
   int txqueuelen = 1000;
+  // IFF_VNET_HDR with checksum and TCPv4 segmentation offload: reads and writes start with a
+  // virtio_net_hdr and TCP may hand over 64 KiB super-packets (gso.h).
+  bool offload = false;
 };
-// In the namespace at `ns_path`: brings lo up, creates the TUN device (IFF_TUN | IFF_NO_PI, not
-// persistent: it vanishes when the returned fd is closed), gives it the host's address, MTU and
+// In the namespace at `ns_path`: brings lo up, creates the TUN device (IFF_TUN | IFF_NO_PI, plus
+// IFF_VNET_HDR and offloads if asked; not persistent: it vanishes when the returned fd is closed), gives it the host's address, MTU and
 // queue length, switches IPv6 off on it and brings it up. Returns the non-blocking fd, or -1.
 int CreateTun(const std::string& ns_path, const TunConfig& config, std::string* error);
 
