@@ -10,16 +10,18 @@
 #   scripts/bench-netem.sh [--build DIR] [--rates "200mbit 1gbit"] [--delay 50ms] [--n 4]
 #       [--sizes 256M] [--streams "1 DEFAULT"] [--peers "gloo mpi"]
 #       [--gloo-algos "new_ring ring_chunked"] [--sysctl "KEY=VALUE ..."] [--iters 2] [--warmup 1]
-#       [--batch 0] [--wait-idle 10] [--offload] [--out FILE] [-- more shoal-bench flags]
+#       [--batch 0] [--wait-idle 10] [--no-offload] [--out FILE] [-- more shoal-bench flags]
 #
-# --offload: TUN offloads in the emulator (shoal-netem up --offload, docs/netem.md), which it needs
-# to forward 4 hosts x 1 Gbit/s on a 2-core machine. --streams: DEFAULT stands for the coordinator's default K (read from `shoal-coord --help`).
+# The emulator runs with TUN offloads (shoal-netem up --offload, docs/netem.md), which it needs to
+# forward 4 hosts x 1 Gbit/s on a 2-core machine; --no-offload: per-packet forwarding.
+# --streams: DEFAULT stands for the coordinator's default K (read from `shoal-coord --help`).
 # --sysctl sets per-namespace sysctls in every host for every library alike (shoal-bench
 # --netem-sysctl), e.g. "net.ipv4.tcp_wmem=4096,16384,33554432" (commas for the spaces of a
 # vector value). Result lines go to stdout and to --out (default: bench-netem-<date>.lines).
 # --build defaults to $SHOAL_BUILD_DIR, else ./build. Time: at 200 Mbit/s one 256 MiB op over 4
 # hosts takes 16 s at best, so a run (warm-up + iters ops) takes about a minute with the defaults
-# (MPI two); 2026-12-07 on the loaded 2-core machine: 8.4 min at 200 Mbit/s, 6.4 min at 1 Gbit/s.
+# (MPI two); 2026-12-07 on the idle 2-core machine with offloads: 6.9 min at 200 Mbit/s (streams
+# "1 2"), 4.3 min at 1 Gbit/s (streams "1 2 4").
 set -euo pipefail
 
 build=${SHOAL_BUILD_DIR:-build}
@@ -36,7 +38,7 @@ warmup=1
 batch=0
 wait_idle=10
 out=""
-offload=()
+offload=(--netem-offload)
 extra=()
 while (($#)); do
   case $1 in
@@ -54,9 +56,9 @@ while (($#)); do
     --batch) batch=$2; shift 2 ;;
     --wait-idle) wait_idle=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    --offload) offload=(--netem-offload); shift ;;
+    --no-offload) offload=(); shift ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 64 ;;
   esac
 done
