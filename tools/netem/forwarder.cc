@@ -247,14 +247,15 @@ void Forwarder::ReadTun(int host) {
     const std::int64_t now_ns = NowNs();
     const std::uint32_t bytes = static_cast<std::uint32_t>(n);
     OffloadedPacket packet;
-    // IPv4 only, at most the MTU unless a super-packet (a longer read was cut short), to another
-    // host.
+    // IPv4 only, to another host, and every packet (each segment of a super-packet) at most the
+    // MTU: a longer read was cut short, and a segment must fit a small slot when it is split.
+    const std::uint32_t mtu = static_cast<std::uint32_t>(topology_.mtu);
     bool valid = bytes >= hdr_bytes_ + 20 && (buf[hdr_bytes_] >> 4) == 4;
     if (valid && offload_) valid = ParseOffloaded({buf, bytes}, &packet);
-    const std::uint32_t ip_bytes = valid ? bytes - hdr_bytes_ : 0;
-    valid = valid && (packet.gso || ip_bytes <= static_cast<std::uint32_t>(topology_.mtu));
+    const std::uint32_t ip_bytes = bytes > hdr_bytes_ ? bytes - hdr_bytes_ : 0;
+    valid = valid && (packet.gso ? packet.header_bytes + packet.gso_size <= mtu : ip_bytes <= mtu);
     io.rx_packets += packet.segments;
-    io.rx_bytes += valid ? WireBytes(packet, ip_bytes) : bytes - hdr_bytes_;
+    io.rx_bytes += valid ? WireBytes(packet, ip_bytes) : ip_bytes;
     if (!have_slot) {
       io.dropped_no_memory++;
       continue;

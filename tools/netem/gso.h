@@ -29,7 +29,8 @@ struct OffloadedPacket {
 };
 
 // Reads the virtio_net_hdr and, for a GSO packet, the IPv4 and TCP headers. False if the packet is
-// malformed or of a kind the emulator does not enable (anything but TCPv4 GSO, ECN included).
+// malformed or of a kind the emulator does not enable (anything but TCPv4 GSO, with or without
+// the ECN flag).
 bool ParseOffloaded(std::span<const std::uint8_t> read, OffloadedPacket* packet);
 
 // IP bytes of segment i (0-based) of a parsed packet; a non-GSO packet has one segment, itself.
