@@ -81,9 +81,9 @@ class Forwarder {
  private:
   struct Slot {
     std::unique_ptr<std::uint8_t[]> data;
-    bool big = false;           // capacity big_bytes_ (offload mode) rather than small_bytes_
-    std::uint32_t bytes = 0;    // as read: the virtio_net_hdr (offload mode), then the IP packet
-    OffloadedPacket packet;     // its segments (one unless a GSO super-packet)
+    bool big = false;         // capacity big_bytes_ (offload mode) rather than small_bytes_
+    std::uint32_t bytes = 0;  // as read: the virtio_net_hdr (offload mode), then the IP packet
+    OffloadedPacket packet;   // its segments (one unless a GSO super-packet)
     std::uint16_t src = 0;
     std::uint16_t dst = 0;
     bool past_ingress = false;  // due time is t3 (write) rather than t2 (ingress)
@@ -145,9 +145,9 @@ class Forwarder {
   std::uint64_t seq_ = 0;
   std::int64_t in_flight_bytes_ = 0;
   bool offload_;
-  std::uint32_t hdr_bytes_;    // kVnetHdrBytes in offload mode, else 0
-  std::uint32_t small_bytes_;  // a slot for one packet of the MTU
-  std::uint32_t big_bytes_;    // offload mode: a slot for a super-packet
+  std::uint32_t hdr_bytes_;                  // kVnetHdrBytes in offload mode, else 0
+  std::uint32_t small_bytes_;                // a slot for one packet of the MTU
+  std::uint32_t big_bytes_;                  // offload mode: a slot for a super-packet
   std::unique_ptr<std::uint8_t[]> scratch_;  // reads that find no free memory go here
   std::vector<std::int64_t> seg_at_;         // per segment of the packet at hand: time, or -1
   std::uint64_t split_packets_ = 0;

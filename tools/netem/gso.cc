@@ -121,7 +121,8 @@ std::uint32_t WriteSegment(std::span<const std::uint8_t> read, const OffloadedPa
   if (i > 0) tcp[13] &= static_cast<std::uint8_t>(~kTcpCwr);
   const std::uint32_t tcp_bytes = bytes - ihl;
   Put16(tcp + 16, 0);
-  Put16(tcp + 16, static_cast<std::uint16_t>(~Fold(Sum16(tcp, tcp_bytes, PseudoHeaderSum(seg, tcp_bytes)))));
+  Put16(tcp + 16,
+        static_cast<std::uint16_t>(~Fold(Sum16(tcp, tcp_bytes, PseudoHeaderSum(seg, tcp_bytes)))));
   return kVnetHdrBytes + bytes;
 }
 

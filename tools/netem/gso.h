@@ -15,16 +15,16 @@
 
 namespace shoal::netem {
 
-constexpr std::uint32_t kVnetHdrBytes = 10;      // sizeof(struct virtio_net_hdr)
+constexpr std::uint32_t kVnetHdrBytes = 10;     // sizeof(struct virtio_net_hdr)
 constexpr std::uint32_t kGsoPacketMax = 65535;  // an IPv4 packet's largest total length
 
-// What the forwarder needs of a read in offload mode. `ip` and `ip_bytes` are the IPv4 packet after
-// the virtio_net_hdr.
+// What the forwarder needs to know of one read in offload mode (a virtio_net_hdr, then an IPv4
+// packet of ip_bytes).
 struct OffloadedPacket {
-  bool gso = false;               // a TCP/IPv4 super-packet (VIRTIO_NET_HDR_GSO_TCPV4)
-  std::uint32_t segments = 1;     // how many packets it stands for
-  std::uint32_t header_bytes = 0; // IPv4 + TCP headers, repeated in every segment
-  std::uint32_t gso_size = 0;     // payload bytes of every segment but the last
+  bool gso = false;                // a TCP/IPv4 super-packet (VIRTIO_NET_HDR_GSO_TCPV4)
+  std::uint32_t segments = 1;      // how many packets it stands for
+  std::uint32_t header_bytes = 0;  // IPv4 + TCP headers, repeated in every segment
+  std::uint32_t gso_size = 0;      // payload bytes of every segment but the last
   std::uint32_t payload_bytes = 0;
 };
 

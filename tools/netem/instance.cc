@@ -161,8 +161,9 @@ int RunEmulator(const UpOptions& options) {
       ::close(signal_fd);
       return fail("host " + std::to_string(h) + ": " + error);
     }
-    const int fd = CreateTun(NamespacePath(options.name, h),
-                             TunConfig{h, topology.mtu, options.txqueuelen, options.offload}, &error);
+    const int fd =
+        CreateTun(NamespacePath(options.name, h),
+                  TunConfig{h, topology.mtu, options.txqueuelen, options.offload}, &error);
     if (fd < 0) {
       ::close(signal_fd);
       return fail("host " + std::to_string(h) + ": " + error);

@@ -41,7 +41,8 @@ struct UpOptions {
   bool realtime = true;
   int spin_us = 0;  // see kSpinMaxUs
   // TUN offloads (--offload, docs/netem.md): TCP hands the forwarder 64 KiB super-packets, which
-  // it shapes per segment but moves in one piece, for rates one packet per system call cannot reach.
+  // it shapes per segment but moves in one piece, for rates one packet per system call cannot
+  // reach.
   bool offload = false;
 };
 

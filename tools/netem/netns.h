@@ -80,8 +80,9 @@ struct TunConfig {
   bool offload = false;
 };
 // In the namespace at `ns_path`: brings lo up, creates the TUN device (IFF_TUN | IFF_NO_PI, plus
-// IFF_VNET_HDR and offloads if asked; not persistent: it vanishes when the returned fd is closed), gives it the host's address, MTU and
-// queue length, switches IPv6 off on it and brings it up. Returns the non-blocking fd, or -1.
+// IFF_VNET_HDR and offloads if asked; not persistent: it vanishes when the returned fd is closed),
+// gives it the host's address, MTU and queue length, switches IPv6 off on it and brings it up.
+// Returns the non-blocking fd, or -1.
 int CreateTun(const std::string& ns_path, const TunConfig& config, std::string* error);
 
 // Runs `argv` (searched in PATH) inside the namespace, replacing this process like `ip netns exec`:

@@ -338,9 +338,9 @@ void CheckLoss(Emulator* emu, int delay_ms, Checks* checks) {
 void CheckOffload(Emulator* emu, Checks* checks) {
   std::string error;
   std::string stats;
-  if (!checks->Check(emu->Set("link 0 1 loss " + Fixed(kOffloadLoss * 100, 0) + "% one-way",
-                              &error),
-                     "offload: set link 0 1 loss " + Fixed(kOffloadLoss * 100, 0) + "%", error)) {
+  if (!checks->Check(
+          emu->Set("link 0 1 loss " + Fixed(kOffloadLoss * 100, 0) + "% one-way", &error),
+          "offload: set link 0 1 loss " + Fixed(kOffloadLoss * 100, 0) + "%", error)) {
     return;
   }
   Throughput lossy;
