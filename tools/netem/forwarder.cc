@@ -289,17 +289,19 @@ void Forwarder::ReadTun(int host) {
       slot = small;
     }
     // Steps 2-5 of the shaper for every segment, as if they had been read one after another.
-    const std::uint64_t reordered_before = shaper_.link_counters(host, dst).reordered;
     seg_at_.assign(packet.segments, -1);
     std::uint32_t forwarded = 0;
+    bool any_reordered = false;
     std::int64_t arrive_ns = 0;
     for (std::uint32_t k = 0; k < packet.segments; k++) {
       std::int64_t t2 = 0;
-      if (shaper_.Egress(now_ns, host, dst, SegmentIpBytes(packet, k, ip_bytes), &t2) ==
+      bool reordered = false;
+      if (shaper_.Egress(now_ns, host, dst, SegmentIpBytes(packet, k, ip_bytes), &t2, &reordered) ==
           Verdict::kForward) {
         seg_at_[k] = t2;
         arrive_ns = std::max(arrive_ns, t2);
         forwarded++;
+        any_reordered = any_reordered || reordered;
       }
     }
     Slot& s = slots_[slot];
@@ -310,8 +312,7 @@ void Forwarder::ReadTun(int host) {
     s.past_ingress = false;
     if (forwarded == 0) {
       FreeSlot(slot);
-    } else if (!packet.gso || (forwarded == packet.segments &&
-                               shaper_.link_counters(host, dst).reordered == reordered_before)) {
+    } else if (!packet.gso || (forwarded == packet.segments && !any_reordered)) {
       // One piece, due when its last segment arrives (as a receiver's GRO would hand it up).
       Schedule(arrive_ns, slot);
     } else {

@@ -196,15 +196,19 @@ TEST(Shaper, JitterStaysInBoundsAndKeepsOrder) {
 TEST(Shaper, ReorderedPacketsAreOvertaken) {
   Shaper s(Parse({"hosts 2", "seed 11", "link * * delay 10ms reorder 5% reorder-gap 2ms"}));
   int overtaken = 0;
+  std::uint64_t reported = 0;
   std::int64_t latest = 0;
   for (int i = 0; i < 2000; i++) {
     std::int64_t at = 0;
-    ASSERT_EQ(s.Egress(i * 100'000, 0, 1, 100, &at), Verdict::kForward);
+    bool reordered = false;
+    ASSERT_EQ(s.Egress(i * 100'000, 0, 1, 100, &at, &reordered), Verdict::kForward);
     if (at < latest) overtaken++;
+    if (reordered) reported++;
     latest = std::max(latest, at);
   }
   EXPECT_GT(overtaken, 0);
   EXPECT_GT(s.link_counters(0, 1).reordered, 50u);
+  EXPECT_EQ(reported, s.link_counters(0, 1).reordered);
 }
 
 // A TSO read as a TUN device with IFF_VNET_HDR hands it over: virtio_net_hdr (partial checksum,

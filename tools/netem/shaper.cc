@@ -75,7 +75,7 @@ void Shaper::SetCut(int src, int dst, bool cut) {
 }
 
 Verdict Shaper::Egress(std::int64_t now_ns, int src, int dst, std::uint32_t bytes,
-                       std::int64_t* arrive_ns) {
+                       std::int64_t* arrive_ns, bool* reordered) {
   assert(src != dst && src >= 0 && dst >= 0 && src < topology_.hosts && dst < topology_.hosts);
   const std::size_t i = Index(src, dst);
   LinkCounters& counters = link_[i];
@@ -99,7 +99,9 @@ Verdict Shaper::Egress(std::int64_t now_ns, int src, int dst, std::uint32_t byte
     delay_ns += static_cast<std::int64_t>(offset * kNsPerUs);
   }
   std::int64_t t2 = depart_ns + std::max<std::int64_t>(delay_ns, 0);
-  if (random_.Chance(p.reorder)) {
+  const bool held_back = random_.Chance(p.reorder);
+  if (reordered != nullptr) *reordered = held_back;
+  if (held_back) {
     // Held back; it does not hold back the packets after it.
     t2 += p.reorder_gap_us * kNsPerUs;
     counters.reordered++;

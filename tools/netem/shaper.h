@@ -84,9 +84,10 @@ class Shaper {
   void SetCut(int src, int dst, bool cut);
   bool IsCut(int src, int dst) const { return cut_[Index(src, dst)]; }
 
-  // Steps 2-5 for a packet read at now_ns. kForward sets *arrive_ns (t2).
+  // Steps 2-5 for a packet read at now_ns. kForward sets *arrive_ns (t2) and, if given,
+  // *reordered (whether the packet was picked to be held back and overtaken).
   Verdict Egress(std::int64_t now_ns, int src, int dst, std::uint32_t bytes,
-                 std::int64_t* arrive_ns);
+                 std::int64_t* arrive_ns, bool* reordered = nullptr);
   // Step 6 at t2 (= now_ns). kForward sets *deliver_ns (t3 >= now_ns; == now_ns when uncapped).
   Verdict Ingress(std::int64_t now_ns, int dst, std::uint32_t bytes, std::int64_t* deliver_ns);
 
